@@ -1,0 +1,3 @@
+from nst_jax.main import cli
+
+cli()

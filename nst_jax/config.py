@@ -1,0 +1,227 @@
+"""The run configuration: defaults, validation and normalisation.
+
+Every field can be overridden from the shell as ``--config.FIELD=VALUE``
+(tuples as ``--config.sizes=256,512``; several styles as
+``--config.styles=a.jpg,b.jpg``) or from Python as ``stylize(...,
+FIELD=VALUE)``. :func:`validate` turns a ConfigDict into a checked
+:class:`RunSpec`; every problem is one :class:`NSTError` naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import ml_collections
+
+from nst_jax import vgg
+from nst_jax.errors import NSTError
+from nst_jax.image_io import DEFAULT_MAX_PIXELS
+from nst_jax.losses import NORMALIZATIONS
+
+ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets')
+OPTIMIZERS = ('lbfgs', 'adam')
+INITS = ('content', 'noise', 'style')
+
+
+def asset(name: str) -> str:
+  """Path of a bundled demo image (see nst_jax/assets/PROVENANCE.md)."""
+  return os.path.join(ASSETS, name)
+
+
+def get_default_config() -> ml_collections.ConfigDict:
+  """Gatys et al. 2016 defaults, coarse-to-fine 256 -> 512 px, L-BFGS."""
+  c = ml_collections.ConfigDict()
+  # Inputs.
+  c.content = asset('chelsea.png')     # content image path
+  c.styles = (asset('starry_night.jpg'),)  # one or more style image paths
+  c.style_blend_weights = ()           # per style; () = equal; normalised to sum 1
+  c.weights = ''                       # converted VGG19 .npz; '' = cache / fetch
+  c.max_input_pixels = DEFAULT_MAX_PIXELS  # decompression-bomb guard
+  # Coarse-to-fine schedule: long side in pixels and steps, per stage.
+  c.sizes = (256, 512)
+  c.steps = (150, 50)                  # one value = same for every stage
+  c.style_scale = 1.0                  # style long side = content long side * this
+  # Model and losses (see nst_jax/losses.py for the formulas).
+  c.pooling = 'max'                    # 'max' | 'avg'
+  c.content_layers = ('relu4_2',)
+  c.content_layer_weights = ()         # () = equal; normalised to sum 1
+  c.style_layers = ('relu1_1', 'relu2_1', 'relu3_1', 'relu4_1', 'relu5_1')
+  c.style_layer_weights = ()           # () = equal; normalised to sum 1
+  c.content_weight = 1.0               # alpha
+  c.style_weight = 1e2                 # beta
+  c.tv_weight = 0.0                    # gamma
+  c.normalization = 'relative'         # 'relative' | 'gatys'
+  # Optimisation.
+  c.optimizer = 'lbfgs'                # 'lbfgs' (zoom line search) | 'adam'
+  c.learning_rate = 0.02               # Adam only; L-BFGS uses its line search
+  c.lbfgs_memory = 10                  # L-BFGS history length
+  c.init = 'content'                   # 'content' | 'noise' | 'style' | image path
+  c.seed = 0
+  # Reporting and outputs (relative to the workdir).
+  c.log_every = 10                     # steps per compiled chunk / progress line
+  c.save_every = 0                     # intermediates every N steps; 0 = off
+  c.output = 'final.png'
+  return c
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  long_side: int
+  steps: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """A validated, normalised configuration."""
+  content: object                      # path or array
+  styles: tuple                        # paths or arrays
+  style_blend: tuple[float, ...]
+  stages: tuple[Stage, ...]
+  content_layer_weights: dict
+  style_layer_weights: dict
+  content_weight: float
+  style_weight: float
+  tv_weight: float
+  normalization: str
+  pooling: str
+  optimizer: str
+  learning_rate: float
+  lbfgs_memory: int
+  init: str
+  seed: int
+  style_scale: float
+  log_every: int
+  save_every: int
+  output: str
+  weights: str
+  max_input_pixels: int
+
+
+def _split(values) -> tuple:
+  """('a,b', 'c') -> ('a', 'b', 'c'); a lone string, number or array -> 1-tuple."""
+  if isinstance(values, (str, os.PathLike, int, float)) or hasattr(values, 'shape'):
+    values = (values,)
+  out = []
+  for v in values:
+    if isinstance(v, str):
+      out += [p.strip() for p in v.split(',') if p.strip()]
+    else:
+      out.append(v)
+  return tuple(out)
+
+
+def _number(field, value, *, positive=False) -> float:
+  try:
+    x = float(value)
+  except (TypeError, ValueError):
+    raise NSTError(f'config.{field} must be a number, got {value!r}') from None
+  if not math.isfinite(x):
+    raise NSTError(f'config.{field} must be finite, got {value!r}')
+  if x < 0 or (positive and x == 0):
+    raise NSTError(f'config.{field} must be {"positive" if positive else "non-negative"}, '
+                   f'got {value!r}')
+  return x
+
+
+def _int(field, value, minimum) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+    raise NSTError(f'config.{field} must be an integer, got {value!r}')
+  if value < minimum:
+    raise NSTError(f'config.{field} must be >= {minimum}, got {value!r}')
+  return int(value)
+
+
+def normalized_weights(field: str, weights, n: int) -> tuple[float, ...]:
+  """Validates non-negative finite weights (default equal) and scales to sum 1."""
+  weights = tuple(weights) if weights is not None else ()
+  if not weights:
+    return tuple(1.0 / n for _ in range(n))
+  if len(weights) != n:
+    raise NSTError(f'config.{field} has {len(weights)} values for {n} entries')
+  ws = tuple(_number(field, w) for w in weights)
+  total = sum(ws)
+  if total <= 0:
+    raise NSTError(f'config.{field} must not sum to zero')
+  return tuple(w / total for w in ws)
+
+
+def _layer_weights(kind, layers, weights):
+  layers = vgg.check_layers(_split(layers), f'{kind} layer')
+  if not layers:
+    raise NSTError(f'config.{kind}_layers is empty')
+  if len(set(layers)) != len(layers):
+    raise NSTError(f'config.{kind}_layers repeats a layer: {layers}')
+  ws = normalized_weights(f'{kind}_layer_weights', weights, len(layers))
+  return dict(zip(layers, ws))
+
+
+def validate(config: ml_collections.ConfigDict, *, content=None,
+             styles=None) -> RunSpec:
+  """Checks every field; returns the normalised :class:`RunSpec`.
+
+  Args:
+    config: the run's ConfigDict.
+    content: overrides ``config.content`` (a path or an array).
+    styles: overrides ``config.styles`` (paths or arrays).
+  """
+  c = config
+  known = set(get_default_config().keys())
+  unknown = sorted(set(c.keys()) - known)
+  if unknown:
+    raise NSTError(f'unknown config field(s): {", ".join(unknown)}')
+  content = c.content if content is None else content
+  if content is None or (isinstance(content, str) and not content):
+    raise NSTError('config.content is empty: give a content image path')
+  styles = _split(c.styles if styles is None else styles)
+  if not styles:
+    raise NSTError('config.styles is empty: give at least one style image path')
+  blend = normalized_weights('style_blend_weights', c.style_blend_weights,
+                             len(styles))
+  sizes = tuple(_int('sizes', s, 16) for s in _split(c.sizes))
+  steps = tuple(_int('steps', s, 0) for s in _split(c.steps))
+  if not sizes:
+    raise NSTError('config.sizes is empty')
+  if len(steps) == 1:
+    steps = steps * len(sizes)
+  if len(steps) != len(sizes):
+    raise NSTError(f'config.steps has {len(steps)} values for {len(sizes)} sizes')
+  if any(b < a for a, b in zip(sizes, sizes[1:])):
+    raise NSTError(f'config.sizes must not decrease (coarse to fine): {sizes}')
+  if c.pooling not in vgg.POOLINGS:
+    raise NSTError(f'config.pooling must be one of {vgg.POOLINGS}, got {c.pooling!r}')
+  if c.optimizer not in OPTIMIZERS:
+    raise NSTError(f'config.optimizer must be one of {OPTIMIZERS}, got {c.optimizer!r}')
+  if c.normalization not in NORMALIZATIONS:
+    raise NSTError(f'config.normalization must be one of {NORMALIZATIONS}, '
+                   f'got {c.normalization!r}')
+  init = str(c.init)
+  if not init:
+    raise NSTError('config.init is empty; use content, noise, style or a path')
+  weights = {k: _number(f'{k}_weight', c[f'{k}_weight'])
+             for k in ('content', 'style', 'tv')}
+  if weights['content'] == weights['style'] == weights['tv'] == 0:
+    raise NSTError('config.content_weight, style_weight and tv_weight are all zero')
+  log_every = _int('log_every', c.log_every, 1)
+  save_every = _int('save_every', c.save_every, 0)
+  output = str(c.output)
+  from nst_jax.image_io import check_output_path  # pylint: disable=g-import-not-at-top
+  check_output_path(output)
+  return RunSpec(
+      content=content, styles=styles, style_blend=blend,
+      stages=tuple(Stage(a, b) for a, b in zip(sizes, steps)),
+      content_layer_weights=_layer_weights('content', c.content_layers,
+                                           c.content_layer_weights),
+      style_layer_weights=_layer_weights('style', c.style_layers,
+                                         c.style_layer_weights),
+      content_weight=weights['content'], style_weight=weights['style'],
+      tv_weight=weights['tv'], normalization=c.normalization,
+      pooling=c.pooling, optimizer=c.optimizer,
+      learning_rate=_number('learning_rate', c.learning_rate, positive=True),
+      lbfgs_memory=_int('lbfgs_memory', c.lbfgs_memory, 1), init=init,
+      seed=_int('seed', c.seed, 0),
+      style_scale=_number('style_scale', c.style_scale, positive=True),
+      log_every=log_every, save_every=save_every, output=output,
+      weights=str(c.weights or ''),
+      max_input_pixels=_int('max_input_pixels', c.max_input_pixels, 1))

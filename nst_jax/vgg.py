@@ -1,0 +1,158 @@
+"""VGG19 features as a pure function of (params, image).
+
+Layer names follow the papers: ``conv1_1, relu1_1, conv1_2, relu1_2, pool1,
+conv2_1, ..., relu5_4, pool5``. Only the layers up to the deepest requested one
+are computed. Works under ``jit``, ``grad`` and ``vmap``.
+
+Example:
+  >>> params = nst_jax.load_vgg19()
+  >>> feats = nst_jax.vgg_features(params, jnp.zeros((64, 64, 3)),
+  ...                              ['relu1_1', 'relu4_2'])
+  >>> feats['relu4_2'].shape
+  (8, 8, 512)
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Iterable, Mapping
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from nst_jax.errors import NSTError
+from nst_jax.weights import VGG19_BLOCKS
+
+# The mean pixel of the Caffe VGG training set, in BGR order, 0-255 scale.
+MEAN_PIXEL_BGR = (103.939, 116.779, 123.68)
+
+
+def _layer_names() -> tuple[str, ...]:
+  names = []
+  for b, n in VGG19_BLOCKS:
+    for i in range(1, n + 1):
+      names += [f'conv{b}_{i}', f'relu{b}_{i}']
+    names.append(f'pool{b}')
+  return tuple(names)
+
+
+LAYER_NAMES = _layer_names()
+LAYER_INDEX = {name: i for i, name in enumerate(LAYER_NAMES)}
+POOLINGS = ('max', 'avg')
+
+
+def check_layers(layers: Iterable[str], what: str = 'layer') -> list[str]:
+  """Returns ``layers`` as a list, or raises NSTError naming an unknown one."""
+  layers = list(layers)
+  for name in layers:
+    if name not in LAYER_INDEX:
+      raise NSTError(f'unknown {what} {name!r}; VGG19 layers are '
+                     f'{LAYER_NAMES[0]} ... {LAYER_NAMES[-1]} (e.g. relu4_2)')
+  return layers
+
+
+def layer_channels(name: str) -> int:
+  """Number of channels of a layer's activation."""
+  block = int(name[4])  # 'conv3_1', 'relu3_1', 'pool3' -> 3
+  return {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}[block]
+
+
+def layer_stride(name: str) -> int:
+  """Downsampling factor of a layer's grid relative to the input."""
+  idx = LAYER_INDEX[name]
+  return 2 ** sum(1 for n in LAYER_NAMES[:idx + 1] if n.startswith('pool'))
+
+
+def preprocess(image: jax.Array) -> jax.Array:
+  """RGB in [0, 1] -> the Caffe convention: BGR, 0-255, minus the mean pixel."""
+  bgr = image[..., ::-1] * 255.0
+  return bgr - jnp.asarray(MEAN_PIXEL_BGR, dtype=image.dtype)
+
+
+def _conv(x, w, precision):
+  return lax.conv_general_dilated(
+      x, w, window_strides=(1, 1), padding='SAME',
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_same3x3(x, w, precision):
+  return _conv(x, w, precision)
+
+
+def _conv_fwd(x, w, precision):
+  return _conv(x, w, precision), (x, w)
+
+
+def _conv_bwd(precision, residuals, dy):
+  # The input gradient of a same-padded 3x3 conv is the same conv with the
+  # kernel flipped spatially and in/out swapped. Writing it so, rather than
+  # leaving it to autodiff, keeps XLA:CPU on its fast convolution path inside
+  # while loops (autodiff's reversed '01oi' kernel falls to a ~3x slower
+  # generic emitter there; measured in WORKSPACE.md).
+  x, w = residuals
+  w_t = jnp.flip(w, (0, 1)).swapaxes(2, 3)
+  dx = _conv(dy, w_t, precision)
+  dw = jax.vjp(lambda k: _conv(x, k, precision), w)[1](dy)[0]
+  return dx, dw
+
+
+_conv_same3x3.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv3x3(x, w, b, precision=lax.Precision.HIGHEST):
+  """Same-padded 3x3 convolution plus bias, NHWC x HWIO."""
+  return _conv_same3x3(x, w.astype(x.dtype), precision) + b.astype(x.dtype)
+
+
+def pool2x2(x, pooling: str = 'max'):
+  """2x2 stride-2 pooling (VALID, so odd sizes drop their last row/column)."""
+  if pooling == 'max':
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID')
+  if pooling == 'avg':
+    return lax.reduce_window(x, 0.0, lax.add, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID') * 0.25
+  raise NSTError(f'unknown pooling {pooling!r}; use one of {POOLINGS}')
+
+
+def vgg_features(params: Mapping, image: jax.Array, layers: Iterable[str],
+                 pooling: str = 'max', *,
+                 precision=lax.Precision.HIGHEST) -> dict[str, jax.Array]:
+  """VGG19 activations of ``image`` at ``layers``.
+
+  Args:
+    params: from :func:`nst_jax.load_vgg19`.
+    image: float RGB in [0, 1], ``[H, W, 3]`` or ``[N, H, W, 3]``. The
+      Caffe preprocessing (BGR, 0-255, mean pixel) is done here.
+    layers: names from :data:`LAYER_NAMES`, e.g. ``['relu4_2']``.
+    pooling: ``'max'`` (as trained) or ``'avg'`` (Gatys et al. 2016 prefer it
+      for image synthesis).
+    precision: convolution precision; HIGHEST keeps float32 on GPU/TPU.
+
+  Returns:
+    ``{layer: activation}``, each ``[h, w, C]`` (or ``[N, h, w, C]``).
+  """
+  layers = check_layers(layers)
+  if pooling not in POOLINGS:
+    raise NSTError(f'unknown pooling {pooling!r}; use one of {POOLINGS}')
+  if image.ndim not in (3, 4) or image.shape[-1] != 3:
+    raise NSTError(f'image must be [H, W, 3] or [N, H, W, 3], got {image.shape}')
+  if not layers:
+    return {}
+  batched = image.ndim == 4
+  x = preprocess(image if batched else image[None])
+  wanted = set(layers)
+  last = max(LAYER_INDEX[n] for n in layers)
+  out = {}
+  for name in LAYER_NAMES[:last + 1]:
+    kind = name[:4]
+    if kind == 'conv':
+      p = params[name]
+      x = conv3x3(x, p['w'], p['b'], precision)
+    elif kind == 'relu':
+      x = jax.nn.relu(x)
+    else:
+      x = pool2x2(x, pooling)
+    if name in wanted:
+      out[name] = x if batched else x[0]
+  return out
