@@ -18,10 +18,12 @@ from nst_jax.errors import NSTError
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                'default_config.py')
+# Default None (filled in by cli()), so that nothing is parsed at import time
+# and every flag error goes through _parse_flags.
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', _DEFAULT_CONFIG,
-    'Config file (e.g. configs/default.py); override fields with '
-    '--config.FIELD=VALUE.', lock_config=True)
+    'config', None,
+    'Config file (e.g. configs/default.py; default: the built-in defaults); '
+    'override fields with --config.FIELD=VALUE.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', 'nst_out',
                                'Directory for final.png, the loss log, plot, '
                                'config and intermediates.')
@@ -34,23 +36,42 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   from nst_jax import pipeline  # pylint: disable=g-import-not-at-top
   try:
-    pipeline.run(_CONFIG.value, _WORKDIR.value, quiet=_QUIET.value)
+    config = _CONFIG.value
+    config.keys()  # the config object raises its deferred load error on use
+  except OSError as e:  # ml_collections defers config-file load errors to here
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    sys.stderr.write(f'error: cannot load config file: {lines[-1]}\n')
+    sys.exit(2)
+  try:
+    pipeline.run(config, _WORKDIR.value, quiet=_QUIET.value)
   except NSTError as e:
     sys.stderr.write(f'\nerror: {e}\n')
     sys.exit(2)
   except KeyboardInterrupt:
     sys.stderr.write('\ninterrupted\n')
     sys.exit(130)
-  print(os.path.join(_WORKDIR.value, _CONFIG.value.output))
+  print(os.path.join(_WORKDIR.value, config.output))
 
 
-def cli():
-  """Console-script entry point (``nst-jax``)."""
+def _parse_flags(argv):
+  """absl's parser, with config-file and override errors as one line."""
   try:
-    app.run(main)
-  except NSTError as e:  # raised while loading a config file
-    sys.stderr.write(f'error: {e}\n')
+    return app.parse_flags_with_usage(argv)
+  except (NSTError, AttributeError, KeyError, TypeError, ValueError,
+          OSError, SyntaxError) as e:
+    # ml_collections raises these for an unknown --config.FIELD, a value of
+    # the wrong type, or a config file that cannot be loaded.
+    msg = str(e).strip().strip('"\'') or type(e).__name__
+    sys.stderr.write(f'error: bad flag or config: {msg.splitlines()[-1]}\n')
     sys.exit(2)
+
+
+def cli(argv=None):
+  """Console-script entry point (``nst-jax``)."""
+  argv = list(sys.argv if argv is None else argv)
+  if not any(a == '--config' or a.startswith('--config=') for a in argv[1:]):
+    argv.insert(1, f'--config={_DEFAULT_CONFIG}')
+  app.run(main, argv=argv, flags_parser=_parse_flags)
 
 
 if __name__ == '__main__':

@@ -124,6 +124,11 @@ def _check_workdir(workdir: str) -> None:
     raise NSTError(f'workdir {workdir} is not writable ({e.strerror or e})') from None
 
 
+def _stage_costs(spec):
+  """(steps, approximate pixels) per stage, for the progress ETA."""
+  return [(s.steps, s.long_side ** 2) for s in spec.stages]
+
+
 def _execute(spec, config, workdir, params, quiet, on_chunk=None) -> np.ndarray:
   """Loads weights if needed, optimises, writes the workdir's files if any."""
   if workdir is not None:
@@ -135,7 +140,7 @@ def _execute(spec, config, workdir, params, quiet, on_chunk=None) -> np.ndarray:
   log_path = os.path.join(workdir, LOSS_LOG) if workdir is not None else None
   if log_path and os.path.exists(log_path):
     os.unlink(log_path)
-  reporter = Reporter(sum(s.steps for s in spec.stages), log_path, quiet=quiet)
+  reporter = Reporter(_stage_costs(spec), log_path, quiet=quiet)
   try:
     image = optimize(spec, params, reporter, on_chunk)
   finally:

@@ -35,16 +35,17 @@ class Reporter:
   """Progress bar on stderr and an append-only JSONL loss log.
 
   Args:
-    total_steps: steps of all stages together (for the overall ETA).
+    stages: ``(steps, pixels)`` per stage, for the overall ETA (later stages
+      are assumed to cost time in proportion to their pixel count).
     log_path: JSONL path, or None for no log.
     stream: where the bar goes; a TTY gets a redrawn line, anything else
       one line per chunk.
     quiet: no bar at all.
   """
 
-  def __init__(self, total_steps: int, log_path: str | None = None,
+  def __init__(self, stages, log_path: str | None = None,
                stream=None, quiet: bool = False):
-    self.total_steps = max(1, total_steps)
+    self.stages = [(int(n), float(px)) for n, px in stages]
     self.stream = stream or sys.stderr
     self.quiet = quiet
     self.tty = hasattr(self.stream, 'isatty') and self.stream.isatty()
@@ -85,7 +86,10 @@ class Reporter:
     if self.quiet:
       return
     rate = self.stage_steps_done / max(now - self.stage_t0, 1e-9)
-    eta = (self.total_steps - self.done_steps) / rate if rate > 0 else float('inf')
+    px = self.stages[self.stage][1]
+    remaining = (self.stage_total - self.stage_steps_done) + sum(
+        n * p / px for n, p in self.stages[self.stage + 1:])
+    eta = remaining / rate if rate > 0 else float('inf')
     width = 20
     filled = int(width * self.stage_steps_done / max(1, self.stage_total))
     bar = '#' * filled + '.' * (width - filled)
@@ -111,6 +115,8 @@ class Reporter:
   def _write(self, record):
     if self.log:
       self.log.write(json.dumps(record) + '\n')
+      if 'terms' in record:
+        self.log.flush()
 
   def close(self):
     if self.log:

@@ -91,12 +91,38 @@ def test_batch_vmap_jit_grad_agree(vgg_params, rng):
   batched = f(imgs)
   vmapped = jax.vmap(f)(imgs)
   single = jax.jit(f)(imgs[1])
-  np.testing.assert_allclose(batched, vmapped, rtol=1e-5, atol=1e-4)
-  np.testing.assert_allclose(batched[1], single, rtol=1e-5, atol=1e-4)
+  scale = float(jnp.max(jnp.abs(batched)))       # activations reach ~1e3
+  np.testing.assert_allclose(batched, vmapped, rtol=1e-5, atol=1e-6 * scale)
+  np.testing.assert_allclose(batched[1], single, rtol=1e-5, atol=1e-6 * scale)
   g = jax.grad(lambda x: jnp.sum(f(x) ** 2))(imgs[0])
   assert g.shape == (20, 20, 3) and bool(jnp.all(jnp.isfinite(g)))
-  # Finite-difference check of one pixel's derivative.
-  eps = 1e-2
-  e = jnp.zeros_like(imgs[0]).at[5, 7, 1].set(eps)
-  fd = (jnp.sum(f(imgs[0] + e) ** 2) - jnp.sum(f(imgs[0] - e) ** 2)) / (2 * eps)
-  assert float(g[5, 7, 1]) == pytest.approx(float(fd), rel=2e-2)
+
+
+def test_custom_conv_gradient_equals_plain_autodiff(vgg_params, rng):
+  """The hand-written conv VJP against autodiff of a plain lax.conv VGG."""
+  from jax import lax
+
+  def plain_features(x):
+    x = vgg.preprocess(x)[None]
+    for name in vgg.LAYER_NAMES[:vgg.LAYER_INDEX['relu3_1'] + 1]:
+      if name.startswith('conv'):
+        p = vgg_params[name]
+        x = lax.conv_general_dilated(
+            x, p['w'], (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+            precision=lax.Precision.HIGHEST) + p['b']
+      elif name.startswith('relu'):
+        x = jax.nn.relu(x)
+      else:
+        x = vgg.pool2x2(x)
+    return x[0]
+
+  img = jnp.asarray(rng.uniform(size=(24, 20, 3)).astype(np.float32))
+  loss_ours = lambda x: jnp.mean(vgg.vgg_features(vgg_params, x, ['relu3_1'])['relu3_1'] ** 2)
+  loss_ref = lambda x: jnp.mean(plain_features(x) ** 2)
+  g_ours, g_ref = jax.grad(loss_ours)(img), jax.grad(loss_ref)(img)
+  scale = float(jnp.max(jnp.abs(g_ref)))
+  np.testing.assert_allclose(g_ours, g_ref, atol=1e-5 * scale)
+  # Weight gradients too (for users who differentiate through the params).
+  gw = jax.grad(lambda p: jnp.mean(vgg.vgg_features(p, img, ['relu1_2'])['relu1_2']))(
+      vgg_params)['conv1_1']['w']
+  assert bool(jnp.any(gw != 0))

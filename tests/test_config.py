@@ -1,0 +1,72 @@
+"""Config validation: each bad value gives one NSTError naming the field."""
+
+import math
+
+import pytest
+
+import nst_jax
+from nst_jax import config as config_lib
+
+
+def _cfg(**kw):
+  c = config_lib.get_default_config()
+  for k, v in kw.items():
+    c[k] = v
+  return c
+
+
+def test_defaults_validate_and_normalise():
+  spec = config_lib.validate(_cfg())
+  assert [s.long_side for s in spec.stages] == [256, 512]
+  assert list(spec.style_layer_weights) == ['relu1_1', 'relu2_1', 'relu3_1',
+                                            'relu4_1', 'relu5_1']
+  assert math.isclose(sum(spec.style_layer_weights.values()), 1.0)
+  assert spec.content_layer_weights == {'relu4_2': 1.0}
+  assert spec.style_blend == (1.0,)
+
+
+def test_steps_broadcast_and_styles_split():
+  spec = config_lib.validate(_cfg(steps=(7,), styles=('a.jpg,b.jpg',),
+                                  style_blend_weights=(1.0, 3.0)))
+  assert [s.steps for s in spec.stages] == [7, 7]
+  assert spec.styles == ('a.jpg', 'b.jpg')
+  assert spec.style_blend == (0.25, 0.75)
+
+
+@pytest.mark.parametrize('field, value, match', [
+    ('style_weight', -1.0, 'style_weight must be non-negative'),
+    ('content_weight', float('nan'), 'content_weight must be finite'),
+    ('style_blend_weights', (0.0,), 'must not sum to zero'),
+    ('style_blend_weights', (1.0, 2.0), '2 values for 1'),
+    ('style_layer_weights', (1.0, -1.0, 1.0, 1.0, 1.0), 'non-negative'),
+    ('style_layer_weights', (0.0, 0.0, 0.0, 0.0, 0.0), 'sum to zero'),
+    ('style_layers', ('relu1_1', 'relu6_1'), "unknown style layer 'relu6_1'"),
+    ('content_layers', ('conv4_9',), "unknown content layer 'conv4_9'"),
+    ('content_layers', (), 'content_layers is empty'),
+    ('sizes', (512, 256), 'must not decrease'),
+    ('sizes', (8,), 'sizes must be >= 16'),
+    ('steps', (1, 2, 3), '3 values for 2 sizes'),
+    ('steps', (-5,), 'steps must be >= 0'),
+    ('pooling', 'min', 'pooling must be one of'),
+    ('optimizer', 'sgd', 'optimizer must be one of'),
+    ('normalization', 'l1', 'normalization must be one of'),
+    ('learning_rate', 0.0, 'learning_rate must be positive'),
+    ('output', 'final.gif', 'extension'),
+    ('content', '', 'content is empty'),
+    ('styles', (), 'styles is empty'),
+    ('log_every', 0, 'log_every must be >= 1'),
+])
+def test_bad_values(field, value, match):
+  with pytest.raises(nst_jax.NSTError, match=match) as e:
+    config_lib.validate(_cfg(**{field: value}))
+  assert '\n' not in str(e.value)
+
+
+def test_all_weights_zero():
+  with pytest.raises(nst_jax.NSTError, match='all zero'):
+    config_lib.validate(_cfg(content_weight=0.0, style_weight=0.0))
+
+
+def test_unknown_override_in_api():
+  with pytest.raises(nst_jax.NSTError, match='unknown config field'):
+    nst_jax.stylize('a.png', 'b.png', stlye_weight=3.0)

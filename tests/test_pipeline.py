@@ -1,0 +1,114 @@
+"""End to end with the real VGG19 weights on small images."""
+
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nst_jax
+from nst_jax import config as config_lib
+from nst_jax import image_io, objective
+
+
+def _style_distance(params, image, style, layers):
+  """Σ_l relative Gram error of ``image`` against ``style`` (style loss, β=1)."""
+  spec = config_lib.validate(config_lib.get_default_config())
+  t = objective.make_targets(params, image, [style],
+                             content_layer_weights=spec.content_layer_weights,
+                             style_layer_weights=layers, style_blend=(1.0,))
+  w = objective.LossWeights(jnp.float32(0), jnp.float32(1), jnp.float32(0))
+  return float(objective.loss_terms(params, jnp.asarray(image), t, w)['style'])
+
+
+def test_style_transfer_end_to_end(vgg_params, assets, tmp_path):
+  out = nst_jax.stylize(assets['chelsea.png'], assets['starry_night.jpg'],
+                        params=vgg_params, sizes=(96,), steps=(40,),
+                        workdir=str(tmp_path))
+  assert out.shape == (64, 96, 3) and out.dtype == np.float32
+  assert 0.0 <= out.min() and out.max() <= 1.0
+  records = [json.loads(l) for l in open(tmp_path / 'losses.jsonl')]
+  steps = [r for r in records if 'loss' in r]
+  terms = [r['terms'] for r in records if 'terms' in r]
+  assert len(steps) == 40
+  assert steps[-1]['loss'] < steps[0]['loss'] / 5          # total falls 5x+
+  # Style loss of the output vs of the content image, measured independently.
+  content = image_io.resize(image_io.load_image(assets['chelsea.png']), (64, 96))
+  style = image_io.load_image(assets['starry_night.jpg'])
+  style = image_io.resize(style, image_io.fit_long_side(style.shape[:2], 96))
+  layers = {l: 0.2 for l in ('relu1_1', 'relu2_1', 'relu3_1', 'relu4_1', 'relu5_1')}
+  d_content = _style_distance(vgg_params, content, style, layers)
+  d_out = _style_distance(vgg_params, out, style, layers)
+  assert d_out < d_content / 10, (d_out, d_content)
+  # The logged terms are the same quantity (times β).
+  assert terms[-1]['style'] == pytest.approx(100 * d_out, rel=1e-3)
+  for name in ('final.png', 'losses.png', 'config.json'):
+    assert os.path.getsize(tmp_path / name) > 0
+
+
+def test_coarse_to_fine_passes_the_result_on(vgg_params, assets):
+  kw = dict(params=vgg_params, init='noise', seed=3)
+  one = nst_jax.stylize(assets['chelsea.png'], assets['the_scream.jpg'],
+                        sizes=(48,), steps=(15,), **kw)
+  two = nst_jax.stylize(assets['chelsea.png'], assets['the_scream.jpg'],
+                        sizes=(48, 96), steps=(15, 0), **kw)
+  expected = image_io.resize(one, (64, 96))
+  np.testing.assert_allclose(two, expected, atol=1e-6)
+  assert np.abs(two - image_io.resize(
+      image_io.load_image(assets['chelsea.png']), (64, 96))).mean() > 0.05
+
+
+def test_second_stage_starts_from_the_first(vgg_params, assets, tmp_path):
+  nst_jax.stylize(assets['chelsea.png'], assets['starry_night.jpg'],
+                  params=vgg_params, sizes=(48, 96), steps=(25, 5),
+                  workdir=str(tmp_path))
+  records = [json.loads(l) for l in open(tmp_path / 'losses.jsonl')]
+  stage2_first = next(r['loss'] for r in records if r.get('stage') == 1 and 'loss' in r)
+  fresh = nst_jax.stylize(assets['chelsea.png'], assets['starry_night.jpg'],
+                          params=vgg_params, sizes=(96,), steps=(1,),
+                          workdir=str(tmp_path / 'fresh'))
+  fresh_first = json.loads(open(tmp_path / 'fresh' / 'losses.jsonl').readline())['loss']
+  assert stage2_first < fresh_first / 2
+  assert fresh.shape == (64, 96, 3)
+
+
+def test_seed_makes_noise_runs_repeatable(vgg_params, assets):
+  kw = dict(params=vgg_params, sizes=(32,), steps=(3,), init='noise')
+  a = nst_jax.stylize(assets['chelsea.png'], assets['starry_night.jpg'], seed=1, **kw)
+  b = nst_jax.stylize(assets['chelsea.png'], assets['starry_night.jpg'], seed=1, **kw)
+  c = nst_jax.stylize(assets['chelsea.png'], assets['starry_night.jpg'], seed=2, **kw)
+  np.testing.assert_array_equal(a, b)
+  assert np.abs(a - c).mean() > 0.01
+
+
+def test_blend_weight_one_equals_single_style(vgg_params, assets):
+  kw = dict(params=vgg_params, sizes=(32,), steps=(4,))
+  single = nst_jax.stylize(assets['chelsea.png'], assets['starry_night.jpg'], **kw)
+  blended = nst_jax.stylize(assets['chelsea.png'],
+                            [assets['starry_night.jpg'], assets['the_scream.jpg']],
+                            style_blend_weights=(1.0, 0.0), **kw)
+  np.testing.assert_allclose(single, blended, atol=1e-5)
+  mixed = nst_jax.stylize(assets['chelsea.png'],
+                          [assets['starry_night.jpg'], assets['the_scream.jpg']], **kw)
+  assert np.abs(mixed - single).mean() > 1e-3
+
+
+def test_arrays_in_and_adam(vgg_params, rng):
+  content = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
+  style = rng.uniform(size=(20, 20, 3)).astype(np.float32)
+  out = nst_jax.stylize(content, style, params=vgg_params, sizes=(40,),
+                        steps=(10,), optimizer='adam', learning_rate=0.05)
+  assert out.shape == (40, 30, 3)
+  assert np.abs(out - content / 255.0).max() > 0.01
+
+
+def test_style_init_and_file_init(vgg_params, assets, tmp_path):
+  path = str(tmp_path / 'init.png')
+  image_io.save_image(path, np.full((10, 10, 3), 0.5))
+  out = nst_jax.stylize(assets['chelsea.png'], assets['starry_night.jpg'],
+                        params=vgg_params, sizes=(32,), steps=(0,), init=path)
+  np.testing.assert_allclose(out, 128 / 255.0, atol=1e-3)
+  with pytest.raises(nst_jax.NSTError, match='not found'):
+    nst_jax.stylize(assets['chelsea.png'], assets['starry_night.jpg'],
+                    params=vgg_params, sizes=(32,), steps=(1,), init='nope.png')
