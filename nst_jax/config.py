@@ -59,6 +59,28 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.lbfgs_memory = 10                  # L-BFGS history length
   c.init = 'content'                   # 'content' | 'noise' | 'style' | image path
   c.seed = 0
+  # Spatial control (Gatys et al. 2017, sec. 4); see nst_jax/guidance.py.
+  c.content_guidance = ''              # '' = off | labels.png | a.png+b.png |
+  #                                      halves_x | halves_y | disc[:r] | horizon[:h]
+  c.style_guidance = ()                # per style, same forms; () = as content's
+  c.region_styles = ()                 # per region, its style's index; () = auto
+  c.region_weights = ()                # lambda_r per region; () = equal
+  c.guidance_mode = 'simple'           # 'simple' | 'inside' | 'all'
+  c.guidance_extra = 0                 # extra erosion (<0) / dilation (>0), cells
+  c.guided_statistic = 'gram'          # 'gram' (guided Grams) | 'mean' (feature means)
+  c.global_style_weight = 0.0          # lambda_global: unguided Gram term, guided runs
+  # Colour control (sec. 5); see nst_jax/color.py.
+  c.color_control = 'none'             # 'none' | 'luminance' | 'luminance_swap' | 'histogram'
+  c.histogram_mode = 'cholesky'        # 'cholesky' | 'eigen' | 'ot'
+  # Scale control (sec. 6).
+  c.mode = 'transfer'                  # 'transfer' | 'scale_mix' (write the mixed style)
+  c.scale_fine_style = ''              # style A: its fine scale ...
+  c.scale_coarse_style = ''            # ... on style B's coarse scale (both set = on)
+  c.scale_layers = ('relu1_1', 'relu2_1')  # layers matched to A's Grams
+  c.scale_size = 512                   # long side of the mixed style
+  c.scale_steps = 200
+  c.scale_color_match = True           # B colour-matched to A first
+  c.style_layer_styles = ()            # naive scale mix: per style layer, style index
   # Reporting and outputs (relative to the workdir).
   c.log_every = 10                     # steps per compiled chunk / progress line
   c.save_every = 0                     # intermediates every N steps; 0 = off
@@ -97,6 +119,25 @@ class RunSpec:
   output: str
   weights: str
   max_input_pixels: int
+  # Spatial control (content_guidance '' = off).
+  content_guidance: str = ''
+  style_guidance: tuple = ()
+  region_styles: tuple = ()
+  region_weights: tuple = ()
+  guidance_mode: str = 'simple'
+  guidance_extra: int = 0
+  guided_statistic: str = 'gram'
+  global_style_weight: float = 1.0
+  # Colour and scale control.
+  color_control: str = 'none'
+  histogram_mode: str = 'cholesky'
+  mode: str = 'transfer'
+  scale_mix: tuple = ()                # (fine A, coarse B) or ()
+  scale_layers: tuple = ()
+  scale_size: int = 512
+  scale_steps: int = 200
+  scale_color_match: bool = True
+  layer_styles: dict = dataclasses.field(default_factory=dict)
 
 
 def _split(values) -> tuple:
@@ -208,13 +249,48 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
   output = str(c.output)
   from nst_jax.image_io import check_output_path  # pylint: disable=g-import-not-at-top
   check_output_path(output)
+  from nst_jax import color, guidance  # pylint: disable=g-import-not-at-top
+  style_layer_weights = _layer_weights('style', c.style_layers, c.style_layer_weights)
+  spatial = _spatial(c, styles)
+  if c.color_control not in color.COLOR_CONTROLS:
+    raise NSTError(f'config.color_control must be one of {color.COLOR_CONTROLS}, '
+                   f'got {c.color_control!r}')
+  if c.histogram_mode not in color.HISTOGRAM_MODES:
+    raise NSTError(f'config.histogram_mode must be one of {color.HISTOGRAM_MODES}, '
+                   f'got {c.histogram_mode!r}')
+  if c.mode not in ('transfer', 'scale_mix'):
+    raise NSTError(f"config.mode must be 'transfer' or 'scale_mix', got {c.mode!r}")
+  fine, coarse = str(c.scale_fine_style or ''), str(c.scale_coarse_style or '')
+  if bool(fine) != bool(coarse):
+    raise NSTError('config.scale_fine_style and scale_coarse_style must be set together')
+  if c.mode == 'scale_mix' and not fine:
+    raise NSTError('config.mode=scale_mix needs scale_fine_style and scale_coarse_style')
+  scale_layers = vgg.check_layers(_split(c.scale_layers), 'scale layer')
+  if fine and not scale_layers:
+    raise NSTError('config.scale_layers is empty')
+  layer_styles = {}
+  if c.style_layer_styles:
+    idx = tuple(_int('style_layer_styles', i, 0) for i in _split(c.style_layer_styles))
+    if len(idx) != len(style_layer_weights):
+      raise NSTError(f'config.style_layer_styles has {len(idx)} values for '
+                     f'{len(style_layer_weights)} style layers')
+    if max(idx) >= len(styles):
+      raise NSTError(f'config.style_layer_styles names style {max(idx)} but there '
+                     f'are {len(styles)} styles (0-based)')
+    layer_styles = dict(zip(style_layer_weights, idx))
+  del guidance
   return RunSpec(
       content=content, styles=styles, style_blend=blend,
+      color_control=c.color_control, histogram_mode=c.histogram_mode, mode=c.mode,
+      scale_mix=(fine, coarse) if fine else (), scale_layers=tuple(scale_layers),
+      scale_size=_int('scale_size', c.scale_size, 16),
+      scale_steps=_int('scale_steps', c.scale_steps, 0),
+      scale_color_match=bool(c.scale_color_match), layer_styles=layer_styles,
+      **spatial,
       stages=tuple(Stage(a, b) for a, b in zip(sizes, steps)),
       content_layer_weights=_layer_weights('content', c.content_layers,
                                            c.content_layer_weights),
-      style_layer_weights=_layer_weights('style', c.style_layers,
-                                         c.style_layer_weights),
+      style_layer_weights=style_layer_weights,
       content_weight=weights['content'], style_weight=weights['style'],
       tv_weight=weights['tv'], normalization=c.normalization,
       pooling=c.pooling, optimizer=c.optimizer,
@@ -225,3 +301,36 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
       log_every=log_every, save_every=save_every, output=output,
       weights=str(c.weights or ''),
       max_input_pixels=_int('max_input_pixels', c.max_input_pixels, 1))
+
+
+def _spatial(c, styles) -> dict:
+  """Validated spatial-control fields (``{}`` when content_guidance is off)."""
+  from nst_jax import guidance  # pylint: disable=g-import-not-at-top
+  if c.guidance_mode not in guidance.MODES:
+    raise NSTError(f'config.guidance_mode must be one of {guidance.MODES}, '
+                   f'got {c.guidance_mode!r}')
+  if c.guided_statistic not in ('gram', 'mean'):
+    raise NSTError("config.guided_statistic must be 'gram' or 'mean', "
+                   f'got {c.guided_statistic!r}')
+  extra = c.guidance_extra
+  if isinstance(extra, bool) or not isinstance(extra, int):
+    raise NSTError(f'config.guidance_extra must be an integer, got {extra!r}')
+  content_guidance = str(c.content_guidance or '')
+  if not content_guidance:
+    return {}
+  style_guidance = tuple(str(s) for s in _split(c.style_guidance)) or (
+      (content_guidance,) * len(styles))
+  if len(style_guidance) != len(styles):
+    raise NSTError(f'config.style_guidance has {len(style_guidance)} entries for '
+                   f'{len(styles)} styles')
+  region_styles = tuple(_int('region_styles', i, 0) for i in _split(c.region_styles))
+  if region_styles and max(region_styles) >= len(styles):
+    raise NSTError(f'config.region_styles names style {max(region_styles)} but '
+                   f'there are {len(styles)} styles (0-based)')
+  return dict(content_guidance=content_guidance, style_guidance=style_guidance,
+              region_styles=region_styles,
+              region_weights=tuple(_number('region_weights', w)
+                                   for w in _split(c.region_weights)),
+              guidance_mode=c.guidance_mode, guidance_extra=extra,
+              guided_statistic=c.guided_statistic,
+              global_style_weight=_number('global_style_weight', c.global_style_weight))

@@ -38,19 +38,18 @@ from typing import Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from nst_jax.errors import NSTError
+from nst_jax.vgg import float32_precision
 
 NORMALIZATIONS = ('relative', 'gatys')
-_HI = lax.Precision.HIGHEST
 
 
 def gram(features: jax.Array) -> jax.Array:
   """Gram matrix FᵀF / (h·w) of ``[..., h, w, C]`` features -> ``[..., C, C]``."""
   f = features.reshape(features.shape[:-3] + (-1, features.shape[-1]))
   f = f.astype(jnp.float32)
-  return jnp.einsum('...mc,...md->...cd', f, f, precision=_HI) / f.shape[-2]
+  return jnp.einsum('...mc,...md->...cd', f, f, precision=float32_precision()) / f.shape[-2]
 
 
 class Target(NamedTuple):
@@ -134,3 +133,24 @@ def total_variation(image: jax.Array) -> jax.Array:
   dy = image[..., 1:, :, :] - image[..., :-1, :, :]
   dx = image[..., :, 1:, :] - image[..., :, :-1, :]
   return jnp.mean(dy * dy) + jnp.mean(dx * dx)
+
+
+class GuidedTarget(NamedTuple):
+  """Per-region targets at one layer for spatial control (Gatys et al. 2017)."""
+  value: jax.Array      # [R, C, C] guided Grams, or [R, C] guided means
+  scale: jax.Array      # [R]: λ_r · w_l · s_l,r (0 for skipped regions)
+  guidance: jax.Array   # [h, w, R]: the *content's* guidance channels
+
+
+def guided_style_loss(features: Mapping[str, jax.Array],
+                      targets: Mapping[str, GuidedTarget],
+                      statistic: str = 'gram') -> jax.Array:
+  """Σ_l Σ_r scale_l,r · Σ (Gʳ_l − Aʳ_l)² with guided Grams (or guided means)."""
+  from nst_jax.guidance import guided_gram, guided_mean  # pylint: disable=g-import-not-at-top
+  stat = guided_gram if statistic == 'gram' else guided_mean
+  total = jnp.zeros((), jnp.float32)
+  for name, t in targets.items():
+    d = stat(features[name], t.guidance) - t.value
+    per_region = jnp.sum((d * d).reshape(d.shape[0], -1), axis=1)
+    total = total + jnp.sum(t.scale * per_region)
+  return total

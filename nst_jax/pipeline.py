@@ -7,7 +7,7 @@ calls (it writes the workdir's files). Both go through :func:`optimize`.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import math
 import os
@@ -19,7 +19,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from nst_jax import color
 from nst_jax import config as config_lib
+from nst_jax import guidance
 from nst_jax import image_io
 from nst_jax import objective
 from nst_jax import optim
@@ -55,46 +57,118 @@ def stage_inputs(spec, content_full, styles_full, stage):
   return hw, image_io.resize(content_full, hw), styles
 
 
+def _read_inputs(spec):
+  content = image_io.read_image(spec.content, 'content image', spec.max_input_pixels)
+  styles = [image_io.read_image(s, f'style image {i + 1}', spec.max_input_pixels)
+            for i, s in enumerate(spec.styles)]
+  return content, styles
+
+
+def _grey(y):
+  return np.repeat(np.asarray(y, np.float32), 3, axis=-1)
+
+
 def optimize(spec: config_lib.RunSpec, params, reporter: Reporter,
              on_chunk: Callable | None = None) -> np.ndarray:
-  """Runs every stage of ``spec``; returns the final float32 RGB image."""
-  content_full = image_io.read_image(spec.content, 'content image',
-                                     spec.max_input_pixels)
-  styles_full = [image_io.read_image(s, f'style image {i + 1}',
-                                     spec.max_input_pixels)
-                 for i, s in enumerate(spec.styles)]
+  """Runs ``spec`` (every control it asks for); returns float32 RGB [H, W, 3].
+
+  Order: read images -> scale mix (new style) -> colour control (histogram
+  matching or luminance) -> guidance masks -> coarse-to-fine stages ->
+  luminance recombination / swap.
+  """
+  content, styles = _read_inputs(spec)
+  if spec.scale_mix:
+    mixed = mix_scales(spec, params, reporter)
+    if spec.mode == 'scale_mix':
+      return mixed
+    styles = [mixed]
+  if spec.color_control == 'histogram':
+    styles = [np.clip(color.match_histogram(s, content, spec.histogram_mode), 0, 1)
+              for s in styles]
+  target_content = content
+  if spec.color_control == 'luminance':
+    y = color.luminance(content)
+    target_content = _grey(y)
+    styles = [_grey(color.match_luminance(color.luminance(s), y)) for s in styles]
+  masks = None
+  if spec.content_guidance:
+    masks = (guidance.load_guidance(spec.content_guidance, content.shape[:2],
+                                    spec.max_input_pixels),
+             [guidance.load_guidance(g, s.shape[:2], spec.max_input_pixels)
+              for g, s in zip(spec.style_guidance, styles)])
+  image = run_stages(spec, params, reporter, target_content, styles, masks,
+                     on_chunk, channels=1 if spec.color_control == 'luminance' else 3)
+  if spec.color_control in ('luminance', 'luminance_swap'):
+    content_final = np.asarray(image_io.resize(content, image.shape[:2]))
+    image = color.combine_luminance(np.asarray(image)[..., :1], content_final)
+  return np.asarray(image, np.float32)
+
+
+def mix_scales(spec, params, reporter) -> np.ndarray:
+  """Scale control: a new style with style A's fine scale on style B's coarse.
+
+  Starts from B (colour-matched to A if ``scale_color_match``) and optimises
+  only a Gram loss towards A on ``scale_layers`` (low layers = fine scale), so
+  B's large-scale structure stays. Returns the new style image.
+  """
+  fine_path, coarse_path = spec.scale_mix
+  fine = image_io.read_image(fine_path, 'scale_fine_style', spec.max_input_pixels)
+  coarse = image_io.read_image(coarse_path, 'scale_coarse_style', spec.max_input_pixels)
+  if spec.scale_color_match:
+    coarse = np.clip(color.match_histogram(coarse, fine, spec.histogram_mode), 0, 1)
+  n = len(spec.scale_layers)
+  sub = dataclasses.replace(
+      spec, content=coarse, styles=(fine,), style_blend=(1.0,),
+      stages=(config_lib.Stage(spec.scale_size, spec.scale_steps),),
+      content_weight=0.0, tv_weight=0.0, style_weight=1.0,
+      style_layer_weights={l: 1.0 / n for l in spec.scale_layers},
+      init='content', content_guidance='', color_control='none', scale_mix=(),
+      mode='transfer', layer_styles={}, global_style_weight=1.0, style_scale=1.0)
+  return np.asarray(run_stages(sub, params, reporter, coarse, [fine], None, None),
+                    np.float32)
+
+
+def run_stages(spec, params, reporter, content_full, styles_full, masks,
+               on_chunk=None, channels: int = 3) -> np.ndarray:
+  """The coarse-to-fine loop over ``spec.stages`` on prepared images."""
   key = jax.random.PRNGKey(spec.seed)
   weights = objective.LossWeights(*(jnp.float32(w) for w in (
       spec.content_weight, spec.style_weight, spec.tv_weight)))
-  pooling = spec.pooling
-  loss_fn = lambda pixels, consts: objective.total_loss(pixels, *consts, pooling)
+  pooling, statistic = spec.pooling, spec.guided_statistic
+  loss_fn = lambda pixels, consts: objective.total_loss(pixels, *consts, pooling,
+                                                        statistic)
   terms_fn = jax.jit(lambda pixels, consts: objective.loss_terms(
-      consts[0], objective.pixels_to_image(pixels), *consts[1:], pooling))
+      consts[0], objective.pixels_to_image(pixels), *consts[1:], pooling, statistic))
   optimizer = optim.make_optimizer(spec.optimizer, spec.learning_rate,
                                    spec.lbfgs_memory)
   chunk = math.gcd(spec.log_every, spec.save_every) if spec.save_every else spec.log_every
   run_chunk = optim.make_chunk_fn(loss_fn, optimizer, chunk)
+  content_layers = spec.content_layer_weights if spec.content_weight > 0 else {}
+  guided = bool(masks)
   image = None
   for k, stage in enumerate(spec.stages):
     hw, content, styles = stage_inputs(spec, content_full, styles_full, stage)
     targets = objective.make_targets(
-        params, content, styles,
-        content_layer_weights=spec.content_layer_weights,
+        params, content, styles, content_layer_weights=content_layers,
         style_layer_weights=spec.style_layer_weights,
         style_blend=spec.style_blend, normalization=spec.normalization,
-        pooling=pooling)
+        pooling=pooling, layer_styles=spec.layer_styles,
+        global_weight=spec.global_style_weight if guided else 1.0)
+    if guided:
+      targets = targets._replace(guided=_guided_targets(
+          spec, params, masks, hw, styles, k))
     if image is None:
       start = initial_image(spec.init, content, styles[0],
                             jax.random.fold_in(key, k), hw, spec.max_input_pixels)
     else:
       start = image_io.resize(image, hw)
+    start = jnp.asarray(start, jnp.float32)[..., :channels]
     consts = (params, targets, weights)
-    state = optim.init_state(optimizer, jnp.asarray(start, jnp.float32))
+    state = optim.init_state(optimizer, start)
     num_steps = jnp.int32(stage.steps)
     t = time.perf_counter()
     compiled = run_chunk.lower(state, consts, num_steps).compile()
-    reporter.start_stage(k, len(spec.stages), hw, stage.steps,
-                         time.perf_counter() - t)
+    reporter.start_stage(hw, stage.steps, time.perf_counter() - t)
     while int(state.step) < stage.steps:
       before = int(state.step)
       state, metrics = compiled(state, consts, num_steps)
@@ -113,6 +187,41 @@ def optimize(spec: config_lib.RunSpec, params, reporter: Reporter,
   return np.asarray(image, np.float32)
 
 
+def _guided_targets(spec, params, masks, hw, styles, stage_index):
+  """Per-stage guided targets; warns once about regions skipped as empty."""
+  content_masks, style_masks = masks
+  r = content_masks.shape[-1]
+  for i, m in enumerate(style_masks):
+    if m.shape[-1] != r:
+      raise NSTError(f'content guidance has {r} regions but style {i + 1}\'s has '
+                     f'{m.shape[-1]}')
+  region_styles = spec.region_styles
+  if not region_styles:
+    if len(styles) == 1:
+      region_styles = (0,) * r
+    elif len(styles) == r:
+      region_styles = tuple(range(r))
+    else:
+      raise NSTError(f'{len(styles)} styles for {r} regions: set '
+                     'config.region_styles (style index per region)')
+  if len(region_styles) != r:
+    raise NSTError(f'config.region_styles has {len(region_styles)} values for {r} regions')
+  region_weights = config_lib.normalized_weights('region_weights',
+                                                 spec.region_weights, r)
+  cm = image_io.resize(content_masks, hw)
+  sm = [image_io.resize(m, s.shape[:2]) for m, s in zip(style_masks, styles)]
+  guided, skipped = objective.make_guided_targets(
+      params, cm, styles, sm, region_styles, region_weights,
+      style_layer_weights=spec.style_layer_weights, mode=spec.guidance_mode,
+      extra=spec.guidance_extra, statistic=spec.guided_statistic,
+      normalization=spec.normalization, pooling=spec.pooling)
+  if skipped and stage_index == 0:
+    where = ', '.join(f'region {r + 1} at {l} ({w})' for l, r, w in skipped[:6])
+    log.warning('empty guidance, skipped: %s%s', where,
+                ' ...' if len(skipped) > 6 else '')
+  return guided
+
+
 def _check_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -126,7 +235,10 @@ def _check_workdir(workdir: str) -> None:
 
 def _stage_costs(spec):
   """(steps, approximate pixels) per stage, for the progress ETA."""
-  return [(s.steps, s.long_side ** 2) for s in spec.stages]
+  mix = [(spec.scale_steps, spec.scale_size ** 2)] if spec.scale_mix else []
+  main = [] if spec.mode == 'scale_mix' else [(s.steps, s.long_side ** 2)
+                                              for s in spec.stages]
+  return mix + main
 
 
 def _execute(spec, config, workdir, params, quiet, on_chunk=None) -> np.ndarray:

@@ -57,8 +57,10 @@ class Reporter:
     self.history: list[tuple[int, float]] = []   # (global step, loss)
     self.stage_starts: list[int] = []
 
-  def start_stage(self, index: int, num_stages: int, hw, steps: int,
-                  compile_s: float | None = None):
+  def start_stage(self, hw, steps: int, compile_s: float | None = None):
+    """Begins the next stage (stages are counted here, across phases)."""
+    index = len(self.stage_starts)
+    num_stages = max(len(self.stages), index + 1)
     self.stage, self.num_stages, self.hw, self.stage_total = index, num_stages, tuple(hw), steps
     self.stage_t0 = time.perf_counter()
     self.stage_steps_done = 0
@@ -86,7 +88,7 @@ class Reporter:
     if self.quiet:
       return
     rate = self.stage_steps_done / max(now - self.stage_t0, 1e-9)
-    px = self.stages[self.stage][1]
+    px = self.stages[min(self.stage, len(self.stages) - 1)][1]
     remaining = (self.stage_total - self.stage_steps_done) + sum(
         n * p / px for n, p in self.stages[self.stage + 1:])
     eta = remaining / rate if rate > 0 else float('inf')
