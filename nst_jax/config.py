@@ -62,7 +62,8 @@ def get_default_config() -> ml_collections.ConfigDict:
   # Spatial control (Gatys et al. 2017, sec. 4); see nst_jax/guidance.py.
   c.content_guidance = ''              # '' = off | labels.png | a.png+b.png |
   #                                      halves_x | halves_y | disc[:r] | horizon[:h]
-  c.style_guidance = ()                # per style, same forms; () = as content's
+  c.style_guidance = ()                # per style, same forms; () or 'whole' =
+  #                                      the whole style image for every region
   c.region_styles = ()                 # per region, its style's index; () = auto
   c.region_weights = ()                # lambda_r per region; () = equal
   c.guidance_mode = 'simple'           # 'simple' | 'inside' | 'all'
@@ -85,6 +86,10 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.log_every = 10                     # steps per compiled chunk / progress line
   c.save_every = 0                     # intermediates every N steps; 0 = off
   c.output = 'final.png'
+  # Preemption safety (CLI runs with a workdir); see nst_jax/checkpoint.py.
+  c.checkpoint_every = 0               # steps; 0 = at stage ends and on signals
+  c.resume = True                      # continue from the workdir's checkpoint
+  c.compilation_cache = True           # JAX persistent cache in the cache dir
   return c
 
 
@@ -138,6 +143,9 @@ class RunSpec:
   scale_steps: int = 200
   scale_color_match: bool = True
   layer_styles: dict = dataclasses.field(default_factory=dict)
+  checkpoint_every: int = 0
+  resume: bool = True
+  compilation_cache: bool = True
 
 
 def _split(values) -> tuple:
@@ -286,6 +294,8 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
       scale_size=_int('scale_size', c.scale_size, 16),
       scale_steps=_int('scale_steps', c.scale_steps, 0),
       scale_color_match=bool(c.scale_color_match), layer_styles=layer_styles,
+      checkpoint_every=_int('checkpoint_every', c.checkpoint_every, 0),
+      resume=bool(c.resume), compilation_cache=bool(c.compilation_cache),
       **spatial,
       stages=tuple(Stage(a, b) for a, b in zip(sizes, steps)),
       content_layer_weights=_layer_weights('content', c.content_layers,
@@ -319,7 +329,7 @@ def _spatial(c, styles) -> dict:
   if not content_guidance:
     return {}
   style_guidance = tuple(str(s) for s in _split(c.style_guidance)) or (
-      (content_guidance,) * len(styles))
+      ('whole',) * len(styles))
   if len(style_guidance) != len(styles):
     raise NSTError(f'config.style_guidance has {len(style_guidance)} entries for '
                    f'{len(styles)} styles')

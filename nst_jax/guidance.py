@@ -179,12 +179,16 @@ def load_guidance(spec: str, hw, max_pixels: int = image_io.DEFAULT_MAX_PIXELS
   """Region masks ``[H, W, R]`` for an image of size ``hw`` from a spec string.
 
   ``spec`` is one of:
+    * ``''`` or ``whole``: one channel of ones — the whole image serves every
+      region (the usual choice for a style image in multi-style runs);
     * a label map path (``labels.png``): each distinct colour is a region;
     * greyscale mask paths joined by ``+`` (``sky.png+ground.png``), soft ok;
     * procedural: ``halves_x``, ``halves_y``, ``disc[:radius]``,
       ``horizon[:height]``.
   Masks of another size are resized; another aspect ratio is an error.
   """
+  if spec in ('', 'whole'):
+    return np.ones(tuple(hw) + (1,), np.float32)
   name, _, arg = spec.partition(':')
   if name in PROCEDURAL:
     try:

@@ -13,7 +13,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from nst_jax import config as config_lib
+from nst_jax import checkpoint
 from nst_jax.errors import NSTError
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -47,6 +47,9 @@ def main(argv):
   except NSTError as e:
     sys.stderr.write(f'\nerror: {e}\n')
     sys.exit(2)
+  except checkpoint.Preempted as e:
+    sys.stderr.write(f'\n{e}\n')
+    sys.exit(128 + e.signum)
   except KeyboardInterrupt:
     sys.stderr.write('\ninterrupted\n')
     sys.exit(130)

@@ -8,6 +8,7 @@ calls (it writes the workdir's files). Both go through :func:`optimize`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from nst_jax import checkpoint
 from nst_jax import color
 from nst_jax import config as config_lib
 from nst_jax import guidance
@@ -35,6 +37,7 @@ LOSS_LOG = 'losses.jsonl'
 LOSS_PLOT = 'losses.png'
 CONFIG_FILE = 'config.json'
 INTERMEDIATES = 'intermediates'
+MIXED_STYLE = 'mixed_style.png'
 
 
 def initial_image(init: str, content, style, key, hw, max_pixels) -> jax.Array:
@@ -69,16 +72,20 @@ def _grey(y):
 
 
 def optimize(spec: config_lib.RunSpec, params, reporter: Reporter,
-             on_chunk: Callable | None = None) -> np.ndarray:
+             on_chunk: Callable | None = None,
+             artifacts: dict | None = None, ckpt=None) -> np.ndarray:
   """Runs ``spec`` (every control it asks for); returns float32 RGB [H, W, 3].
 
   Order: read images -> scale mix (new style) -> colour control (histogram
   matching or luminance) -> guidance masks -> coarse-to-fine stages ->
-  luminance recombination / swap.
+  luminance recombination / swap. ``artifacts``, if a dict, receives
+  by-products by name (``'mixed_style'``).
   """
   content, styles = _read_inputs(spec)
   if spec.scale_mix:
     mixed = mix_scales(spec, params, reporter)
+    if artifacts is not None:
+      artifacts['mixed_style'] = mixed
     if spec.mode == 'scale_mix':
       return mixed
     styles = [mixed]
@@ -97,7 +104,8 @@ def optimize(spec: config_lib.RunSpec, params, reporter: Reporter,
              [guidance.load_guidance(g, s.shape[:2], spec.max_input_pixels)
               for g, s in zip(spec.style_guidance, styles)])
   image = run_stages(spec, params, reporter, target_content, styles, masks,
-                     on_chunk, channels=1 if spec.color_control == 'luminance' else 3)
+                     on_chunk, channels=1 if spec.color_control == 'luminance' else 3,
+                     ckpt=ckpt)
   if spec.color_control in ('luminance', 'luminance_swap'):
     content_final = np.asarray(image_io.resize(content, image.shape[:2]))
     image = color.combine_luminance(np.asarray(image)[..., :1], content_final)
@@ -129,8 +137,13 @@ def mix_scales(spec, params, reporter) -> np.ndarray:
 
 
 def run_stages(spec, params, reporter, content_full, styles_full, masks,
-               on_chunk=None, channels: int = 3) -> np.ndarray:
-  """The coarse-to-fine loop over ``spec.stages`` on prepared images."""
+               on_chunk=None, channels: int = 3, ckpt=None) -> np.ndarray:
+  """The coarse-to-fine loop over ``spec.stages`` on prepared images.
+
+  ``ckpt`` (a :class:`nst_jax.checkpoint.Checkpointer`) skips stages already
+  done, restores the interrupted stage's state, saves at chunk boundaries and
+  stops cleanly on SIGTERM/SIGINT.
+  """
   key = jax.random.PRNGKey(spec.seed)
   weights = objective.LossWeights(*(jnp.float32(w) for w in (
       spec.content_weight, spec.style_weight, spec.tv_weight)))
@@ -146,7 +159,12 @@ def run_stages(spec, params, reporter, content_full, styles_full, masks,
   content_layers = spec.content_layer_weights if spec.content_weight > 0 else {}
   guided = bool(masks)
   image = None
+  offset = 0                                     # global step at stage start
   for k, stage in enumerate(spec.stages):
+    if ckpt is not None and ckpt.skip_stage(k):
+      reporter.skip_stage(stage.steps)
+      offset += stage.steps
+      continue
     hw, content, styles = stage_inputs(spec, content_full, styles_full, stage)
     targets = objective.make_targets(
         params, content, styles, content_layer_weights=content_layers,
@@ -157,7 +175,7 @@ def run_stages(spec, params, reporter, content_full, styles_full, masks,
     if guided:
       targets = targets._replace(guided=_guided_targets(
           spec, params, masks, hw, styles, k))
-    if image is None:
+    if image is None:   # first stage (or resuming: shape-only template)
       start = initial_image(spec.init, content, styles[0],
                             jax.random.fold_in(key, k), hw, spec.max_input_pixels)
     else:
@@ -165,10 +183,14 @@ def run_stages(spec, params, reporter, content_full, styles_full, masks,
     start = jnp.asarray(start, jnp.float32)[..., :channels]
     consts = (params, targets, weights)
     state = optim.init_state(optimizer, start)
+    restored = ckpt.restore(k, state) if ckpt is not None else None
+    if restored is not None:
+      state = restored
     num_steps = jnp.int32(stage.steps)
     t = time.perf_counter()
     compiled = run_chunk.lower(state, consts, num_steps).compile()
-    reporter.start_stage(hw, stage.steps, time.perf_counter() - t)
+    reporter.start_stage(hw, stage.steps, time.perf_counter() - t,
+                         resumed_at=int(state.step) if restored is not None else 0)
     while int(state.step) < stage.steps:
       before = int(state.step)
       state, metrics = compiled(state, consts, num_steps)
@@ -182,6 +204,12 @@ def run_stages(spec, params, reporter, content_full, styles_full, masks,
                        'or try --config.optimizer=adam')
       if on_chunk is not None:
         on_chunk(k, before, int(state.step), state.pixels)
+      if ckpt is not None:
+        ckpt.save(k, offset + int(state.step), state)
+        ckpt.check_stop(k, offset + int(state.step), state)
+    if ckpt is not None:
+      ckpt.save(k, offset + stage.steps, state, force=True)
+    offset += stage.steps
     reporter.end_stage()
     image = objective.pixels_to_image(state.pixels)
   return np.asarray(image, np.float32)
@@ -191,6 +219,8 @@ def _guided_targets(spec, params, masks, hw, styles, stage_index):
   """Per-stage guided targets; warns once about regions skipped as empty."""
   content_masks, style_masks = masks
   r = content_masks.shape[-1]
+  style_masks = [np.repeat(m, r, axis=-1) if m.shape[-1] == 1 else m
+                 for m in style_masks]                     # 'whole'
   for i, m in enumerate(style_masks):
     if m.shape[-1] != r:
       raise NSTError(f'content guidance has {r} regions but style {i + 1}\'s has '
@@ -241,27 +271,58 @@ def _stage_costs(spec):
   return mix + main
 
 
-def _execute(spec, config, workdir, params, quiet, on_chunk=None) -> np.ndarray:
+def _execute(spec, config, workdir, params, quiet, on_chunk=None,
+             checkpoints: bool = False) -> np.ndarray:
   """Loads weights if needed, optimises, writes the workdir's files if any."""
+  ckpt = None
   if workdir is not None:
     _check_workdir(workdir)
+    if checkpoints:
+      ckpt = checkpoint.Checkpointer(workdir, checkpoint.fingerprint(config),
+                                     spec.checkpoint_every, spec.resume)
     atomic_write(os.path.join(workdir, CONFIG_FILE),
                  lambda f: f.write(config.to_json_best_effort(indent=2) + '\n'), 'w')
   if params is None:
     params = load_vgg19(spec.weights or None)
   log_path = os.path.join(workdir, LOSS_LOG) if workdir is not None else None
-  if log_path and os.path.exists(log_path):
-    os.unlink(log_path)
-  reporter = Reporter(_stage_costs(spec), log_path, quiet=quiet)
+  kept = _trim_log(log_path, ckpt.point if ckpt else None)
+  reporter = Reporter(_stage_costs(spec), log_path, quiet=quiet, previous=kept)
+  artifacts = {}
+  restore_signals = ckpt.install_signal_handlers() if ckpt else None
   try:
-    image = optimize(spec, params, reporter, on_chunk)
+    image = optimize(spec, params, reporter, on_chunk, artifacts, ckpt)
   finally:
     reporter.close()
+    if restore_signals:
+      restore_signals()
+    if ckpt:
+      ckpt.close()
   if workdir is not None:
     image_io.save_image(os.path.join(workdir, spec.output), image)
+    if 'mixed_style' in artifacts and spec.mode != 'scale_mix':
+      image_io.save_image(os.path.join(workdir, MIXED_STYLE), artifacts['mixed_style'])
     plot_losses(os.path.join(workdir, LOSS_PLOT), reporter.history,
                 reporter.stage_starts)
   return image
+
+
+def _trim_log(log_path, point) -> list:
+  """On resume keep the loss log up to the checkpoint; otherwise start afresh."""
+  if not log_path or not os.path.exists(log_path):
+    return []
+  kept = []
+  if point is not None:
+    with open(log_path, encoding='utf-8') as f:
+      for line in f:
+        try:
+          r = json.loads(line)
+        except ValueError:
+          break                                  # a line cut by a kill
+        if (r.get('stage', 0), r.get('step', 0)) <= (point['stage'], point['step']):
+          kept.append(r)
+  atomic_write(log_path, lambda f: f.write(''.join(json.dumps(r) + '\n' for r in kept)),
+               'w')
+  return kept
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *,
@@ -279,7 +340,19 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
                           f'stage{stage + 1}_step{after:05d}.png')
       image_io.save_image(path, objective.pixels_to_image(pixels))
 
-  return _execute(spec, config, workdir, params, quiet, on_chunk)
+  if spec.compilation_cache:
+    enable_compilation_cache()
+  return _execute(spec, config, workdir, params, quiet, on_chunk, checkpoints=True)
+
+
+def enable_compilation_cache(directory: str | None = None) -> str:
+  """JAX's persistent compilation cache under the cache dir (reused across runs)."""
+  from nst_jax.weights import cache_dir  # pylint: disable=g-import-not-at-top
+  directory = directory or os.path.join(cache_dir(), 'xla_cache')
+  jax.config.update('jax_compilation_cache_dir', directory)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+  return directory
 
 
 def make_config(config=None, **overrides) -> ml_collections.ConfigDict:

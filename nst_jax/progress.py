@@ -44,7 +44,7 @@ class Reporter:
   """
 
   def __init__(self, stages, log_path: str | None = None,
-               stream=None, quiet: bool = False):
+               stream=None, quiet: bool = False, previous=()):
     self.stages = [(int(n), float(px)) for n, px in stages]
     self.stream = stream or sys.stderr
     self.quiet = quiet
@@ -56,17 +56,38 @@ class Reporter:
     self.stage_steps_done = 0
     self.history: list[tuple[int, float]] = []   # (global step, loss)
     self.stage_starts: list[int] = []
+    # Resumed run: the log's earlier per-step records, for the plot.
+    self._previous = [(r['stage'], r['loss']) for r in previous if 'loss' in r]
 
-  def start_stage(self, hw, steps: int, compile_s: float | None = None):
+  def skip_stage(self, steps: int):
+    """A stage finished before a resume: count it, replay its logged losses."""
+    index = len(self.stage_starts)
+    self.stage_starts.append(self.done_steps)
+    losses = [l for s, l in self._previous if s == index]
+    self.history += [(self.done_steps + i + 1, l) for i, l in enumerate(losses)]
+    self.done_steps += steps
+
+  def start_stage(self, hw, steps: int, compile_s: float | None = None,
+                  resumed_at: int = 0):
     """Begins the next stage (stages are counted here, across phases)."""
     index = len(self.stage_starts)
     num_stages = max(len(self.stages), index + 1)
     self.stage, self.num_stages, self.hw, self.stage_total = index, num_stages, tuple(hw), steps
     self.stage_t0 = time.perf_counter()
-    self.stage_steps_done = 0
     self.stage_starts.append(self.done_steps)
+    if resumed_at:
+      losses = [l for s, l in self._previous if s == index][:resumed_at]
+      self.history += [(self.done_steps + i + 1, l) for i, l in enumerate(losses)]
+      self.done_steps += resumed_at
+    self.stage_steps_done = resumed_at
+    self._resumed_at = resumed_at
+    self._write({'stage': index, 'event': 'stage_start', 'size': list(hw),
+                 'compile_s': None if compile_s is None else round(compile_s, 3),
+                 'resumed_at': resumed_at})
     if not self.quiet:
       extra = f', compiled in {compile_s:.1f}s' if compile_s is not None else ''
+      if resumed_at:
+        extra += f', resumed at step {resumed_at}'
       self._line(f'stage {index + 1}/{num_stages}: {hw[1]}x{hw[0]} px, '
                  f'{steps} steps{extra}', newline=True)
 
@@ -87,7 +108,7 @@ class Reporter:
                  'elapsed_s': round(now - self.t0, 3)})
     if self.quiet:
       return
-    rate = self.stage_steps_done / max(now - self.stage_t0, 1e-9)
+    rate = (self.stage_steps_done - self._resumed_at) / max(now - self.stage_t0, 1e-9)
     px = self.stages[min(self.stage, len(self.stages) - 1)][1]
     remaining = (self.stage_total - self.stage_steps_done) + sum(
         n * p / px for n, p in self.stages[self.stage + 1:])

@@ -153,3 +153,31 @@ def test_two_styles_on_two_halves(vgg_params, assets):
   dr = [np.linalg.norm(right.mean(0) - c) for c in (a, b)]
   assert dl[0] < dl[1], dl
   assert dr[1] < dr[0], dr
+
+
+def test_whole_style_guidance_serves_every_region(vgg_params, assets):
+  assert guidance.load_guidance('whole', (4, 5)).shape == (4, 5, 1)
+  kw = dict(params=vgg_params, sizes=(32,), steps=(4,), content_guidance='halves_x')
+  two = nst_jax.stylize(assets['chelsea.png'],
+                        [assets['starry_night.jpg'], assets['the_scream.jpg']], **kw)
+  same = nst_jax.stylize(assets['chelsea.png'],
+                         [assets['starry_night.jpg'], assets['starry_night.jpg']], **kw)
+  one = nst_jax.stylize(assets['chelsea.png'], assets['starry_night.jpg'], **kw)
+  np.testing.assert_allclose(same, one, atol=1e-5)      # region styles identical
+  assert np.abs(two - one)[:, 16:].mean() > np.abs(two - one)[:, :16].mean()
+
+
+def test_contact_sheet_places_images_and_masks():
+  import sys, os
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'tools'))
+  from contact_sheet import contact_sheet, mask_picture
+  red = np.zeros((10, 20, 3), np.float32)
+  red[..., 0] = 1
+  blue = np.zeros((10, 10, 3), np.float32)
+  blue[..., 2] = 1
+  sheet = np.asarray(contact_sheet([('a', red), ('b', blue)], cols=2, height=10, pad=2,
+                                   label_h=5))
+  assert tuple(sheet[2 + 5, 2 + 10]) == (255, 0, 0)         # first cell: red
+  assert tuple(sheet[2 + 5, 2 + 20 + 2 + 10]) == (0, 0, 255)  # second cell: blue
+  pic = mask_picture(guidance.halves((4, 4), 'x'))
+  assert pic[0, 0, 0] != pic[0, 3, 0]                       # regions get distinct greys

@@ -1,0 +1,143 @@
+"""Preemption-safe resume: orbax checkpoints of the optimisation in the workdir.
+
+What is saved, under ``WORKDIR/checkpoints/<global step>/``: the current
+stage's :class:`~nst_jax.optim.StageState` (pixels, optimiser state, step) and
+a small JSON (stage index, step in stage, config fingerprint). Saves happen at
+chunk boundaries every ``checkpoint_every`` steps, at the end of every stage,
+and when SIGTERM/SIGINT arrives (the run then stops with exit status 143/130).
+Orbax writes into a temporary directory and renames it when complete, so a
+``kill -9`` mid-save leaves the previous checkpoint intact.
+
+Running the same command again resumes from the newest checkpoint: earlier
+stages are skipped, the stage's state is restored and the loop continues; the
+final image is bit-identical to an uninterrupted run on CPU (tested). A
+checkpoint from a different config (fingerprint mismatch) is refused with a
+one-line error rather than silently mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+
+import jax
+import numpy as np
+
+from nst_jax.errors import NSTError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = 'checkpoints'
+# Fields that do not change the optimisation's numbers.
+_NOT_FINGERPRINTED = ('output', 'save_every', 'checkpoint_every', 'resume',
+                      'compilation_cache', 'output_bits', 'dpi')
+
+
+def fingerprint(config) -> str:
+  """SHA-256 of the config fields that determine the result."""
+  d = json.loads(config.to_json_best_effort())
+  for k in _NOT_FINGERPRINTED:
+    d.pop(k, None)
+  return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Preempted(Exception):
+  """Raised after the state was saved because a stop signal arrived."""
+
+  def __init__(self, signum, stage, step):
+    super().__init__(f'stopped by signal {signum} in stage {stage + 1} at step '
+                     f'{step}; state saved, run the same command to resume')
+    self.signum = signum
+
+
+class Checkpointer:
+  """Saves and restores stage states in ``workdir/checkpoints`` with orbax."""
+
+  def __init__(self, workdir: str, config_fingerprint: str, every: int = 0,
+               resume: bool = True):
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    self._ocp = ocp
+    self.every = every
+    self.fingerprint = config_fingerprint
+    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINTS))
+    if not resume and os.path.isdir(self.directory):
+      import shutil  # pylint: disable=g-import-not-at-top
+      shutil.rmtree(self.directory)
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(
+            max_to_keep=2, enable_async_checkpointing=False, create=True),
+        item_names=('state', 'meta'))
+    self.stop_signal = None
+    self.point = self._latest_point()
+    self._last_saved = None
+
+  # -- resume -----------------------------------------------------------
+  def _latest_point(self):
+    step = self.manager.latest_step()
+    if step is None:
+      return None
+    meta = self.manager.restore(step, args=self._ocp.args.Composite(
+        meta=self._ocp.args.JsonRestore()))['meta']
+    if meta.get('fingerprint') != self.fingerprint:
+      raise NSTError(f'{self.directory} holds a checkpoint of a different config; '
+                     'use another --workdir, or --config.resume=False to start over')
+    meta['global_step'] = step
+    log.info('resuming from stage %d step %d (%s)', meta['stage'] + 1, meta['step'],
+             self.directory)
+    return meta
+
+  def skip_stage(self, stage: int) -> bool:
+    """True if the checkpoint is in a later stage (this one is done)."""
+    return self.point is not None and self.point['stage'] > stage
+
+  def restore(self, stage: int, template):
+    """The saved state of ``stage`` shaped like ``template``, or None."""
+    if self.point is None or self.point['stage'] != stage:
+      return None
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), template)
+    restored = self.manager.restore(self.point['global_step'], args=self._ocp.args.Composite(
+        state=self._ocp.args.StandardRestore(abstract)))['state']
+    return jax.tree.map(lambda t, r: jax.numpy.asarray(r, dtype=np.asarray(t).dtype),
+                        template, restored)
+
+  # -- save -------------------------------------------------------------
+  def save(self, stage: int, global_step: int, state, force: bool = False):
+    """Saves at a chunk boundary if due (``force``: always)."""
+    step = int(state.step)
+    due = self.every and (self._last_saved is None or
+                          global_step // self.every > self._last_saved // self.every)
+    if not (force or due or self.stop_signal) or global_step == self._last_saved:
+      return
+    if self.manager.latest_step() == global_step:
+      self._last_saved = global_step
+      return
+    self.manager.save(global_step, args=self._ocp.args.Composite(
+        state=self._ocp.args.StandardSave(state),
+        meta=self._ocp.args.JsonSave({'stage': stage, 'step': step,
+                                      'fingerprint': self.fingerprint})))
+    self.manager.wait_until_finished()
+    self._last_saved = global_step
+
+  def check_stop(self, stage: int, global_step: int, state):
+    """After a chunk: if a stop signal came, save and raise :class:`Preempted`."""
+    if self.stop_signal is not None:
+      self.save(stage, global_step, state, force=True)
+      raise Preempted(self.stop_signal, stage, int(state.step))
+
+  def install_signal_handlers(self):
+    """SIGTERM/SIGINT set a flag; the loop saves and stops at the next chunk."""
+    def handler(signum, frame):
+      del frame
+      if self.stop_signal is not None:       # second signal: stop now
+        raise KeyboardInterrupt
+      self.stop_signal = signum
+      log.warning('signal %d: saving and stopping after this chunk', signum)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    return lambda: [signal.signal(s, h) for s, h in previous.items()]
+
+  def close(self):
+    self.manager.close()
