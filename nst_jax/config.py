@@ -86,6 +86,12 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.log_every = 10                     # steps per compiled chunk / progress line
   c.save_every = 0                     # intermediates every N steps; 0 = off
   c.output = 'final.png'
+  c.output_bits = 8                    # 8, or 16 for .png / .tif
+  # Posters: a sheet and a DPI derive the final size and the stages.
+  c.poster = ''                        # 'A2', 'A0'...'A6', 'B1'...'B4', 'letter', ...
+  c.print_size = ''                    # or '60x40cm' / '24x18in' / '600x400mm'
+  c.dpi = 0.0                          # written into the file; needed by poster
+  c.poster_start = 512                 # long side of the first poster stage
   # Preemption safety (CLI runs with a workdir); see nst_jax/checkpoint.py.
   c.checkpoint_every = 0               # steps; 0 = at stage ends and on signals
   c.resume = True                      # continue from the workdir's checkpoint
@@ -143,6 +149,9 @@ class RunSpec:
   scale_steps: int = 200
   scale_color_match: bool = True
   layer_styles: dict = dataclasses.field(default_factory=dict)
+  output_bits: int = 8
+  dpi: float = 0.0
+  poster: tuple = ()                   # (poster, print_size, start) or ()
   checkpoint_every: int = 0
   resume: bool = True
   compilation_cache: bool = True
@@ -294,6 +303,9 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
       scale_size=_int('scale_size', c.scale_size, 16),
       scale_steps=_int('scale_steps', c.scale_steps, 0),
       scale_color_match=bool(c.scale_color_match), layer_styles=layer_styles,
+      output_bits=_output_bits(c, output),
+      dpi=_number('dpi', c.dpi),
+      poster=_poster(c),
       checkpoint_every=_int('checkpoint_every', c.checkpoint_every, 0),
       resume=bool(c.resume), compilation_cache=bool(c.compilation_cache),
       **spatial,
@@ -344,3 +356,26 @@ def _spatial(c, styles) -> dict:
               guidance_mode=c.guidance_mode, guidance_extra=extra,
               guided_statistic=c.guided_statistic,
               global_style_weight=_number('global_style_weight', c.global_style_weight))
+
+
+def _output_bits(c, output) -> int:
+  bits = c.output_bits
+  if bits not in (8, 16):
+    raise NSTError(f'config.output_bits must be 8 or 16, got {bits!r}')
+  if bits == 16 and not output.lower().endswith(('.png', '.tif', '.tiff')):
+    raise NSTError('config.output_bits=16 needs a .png or .tif output')
+  return int(bits)
+
+
+def _poster(c) -> tuple:
+  """(poster, print_size, start) if a physical size is asked for, else ()."""
+  poster, print_size = str(c.poster or ''), str(c.print_size or '')
+  if not poster and not print_size:
+    return ()
+  if poster and print_size:
+    raise NSTError('set config.poster or config.print_size, not both')
+  from nst_jax import poster as poster_lib  # pylint: disable=g-import-not-at-top
+  poster_lib.sheet_inches(poster, print_size)          # validates
+  if not _number('dpi', c.dpi, positive=True):
+    raise NSTError('config.dpi must be positive for a poster')
+  return (poster, print_size, _int('poster_start', c.poster_start, 16))

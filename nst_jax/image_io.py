@@ -151,12 +151,29 @@ def to_uint8(image) -> np.ndarray:
                     np.uint8)
 
 
-def save_image(path: str, image) -> None:
-  """Writes ``image`` (float RGB in [0, 1]) atomically; format from extension."""
+def save_image(path: str, image, bits: int = 8, dpi: float | None = None) -> None:
+  """Writes ``image`` (float RGB in [0, 1]) atomically; format from extension.
+
+  Args:
+    bits: 8, or 16 for PNG/TIFF (16 bits per channel).
+    dpi: resolution recorded in the file (PNG pHYs, JPEG/TIFF tags).
+  """
   fmt = check_output_path(path)
-  pil = Image.fromarray(to_uint8(image), 'RGB')
-  kwargs = {'quality': 95} if fmt == 'JPEG' else {}
+  if bits not in (8, 16):
+    raise NSTError(f'output bits must be 8 or 16, got {bits!r}')
+  if bits == 16:
+    from nst_jax import poster  # pylint: disable=g-import-not-at-top
+    if fmt not in ('PNG', 'TIFF'):
+      raise NSTError(f'{path}: 16-bit output needs .png or .tif')
+    writer = poster.write_png16 if fmt == 'PNG' else poster.write_tiff16
+    write = lambda f: writer(f, image, dpi)
+  else:
+    pil = Image.fromarray(to_uint8(image), 'RGB')
+    kwargs = {'quality': 95} if fmt == 'JPEG' else {}
+    if dpi:
+      kwargs['dpi'] = (float(dpi), float(dpi))
+    write = lambda f: pil.save(f, format=fmt, **kwargs)
   try:
-    atomic_write(path, lambda f: pil.save(f, format=fmt, **kwargs))
+    atomic_write(path, write)
   except OSError as e:
     raise NSTError(f'cannot write {path}: {e.strerror or e}') from None

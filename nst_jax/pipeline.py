@@ -27,6 +27,7 @@ from nst_jax import guidance
 from nst_jax import image_io
 from nst_jax import objective
 from nst_jax import optim
+from nst_jax import poster as poster_lib
 from nst_jax.errors import NSTError
 from nst_jax.progress import Reporter, plot_losses
 from nst_jax.weights import atomic_write, load_vgg19
@@ -82,6 +83,8 @@ def optimize(spec: config_lib.RunSpec, params, reporter: Reporter,
   by-products by name (``'mixed_style'``).
   """
   content, styles = _read_inputs(spec)
+  if spec.poster:
+    spec = poster_spec(spec, content.shape[:2])
   if spec.scale_mix:
     mixed = mix_scales(spec, params, reporter)
     if artifacts is not None:
@@ -110,6 +113,18 @@ def optimize(spec: config_lib.RunSpec, params, reporter: Reporter,
     content_final = np.asarray(image_io.resize(content, image.shape[:2]))
     image = color.combine_luminance(np.asarray(image)[..., :1], content_final)
   return np.asarray(image, np.float32)
+
+
+def poster_spec(spec, content_hw):
+  """``spec`` with its stages derived from the poster size and DPI."""
+  poster_name, print_size, start = spec.poster
+  h, w = poster_lib.poster_pixels(content_hw, spec.dpi, poster_name, print_size)
+  first = spec.stages[0].steps
+  stages = tuple(config_lib.Stage(s, n) for s, n in
+                 poster_lib.schedule(max(h, w), start, first_steps=first))
+  log.info('poster %s at %g dpi: %dx%d px, stages %s', poster_name or print_size,
+           spec.dpi, w, h, [(s.long_side, s.steps) for s in stages])
+  return dataclasses.replace(spec, stages=stages)
 
 
 def mix_scales(spec, params, reporter) -> np.ndarray:
@@ -265,6 +280,14 @@ def _check_workdir(workdir: str) -> None:
 
 def _stage_costs(spec):
   """(steps, approximate pixels) per stage, for the progress ETA."""
+  if spec.poster and not isinstance(spec.content, np.ndarray):
+    try:
+      from PIL import Image  # pylint: disable=g-import-not-at-top
+      with Image.open(spec.content) as im:
+        hw = im.size[::-1]
+      spec = poster_spec(spec, hw)
+    except (OSError, NSTError):
+      pass                                     # reported properly later
   mix = [(spec.scale_steps, spec.scale_size ** 2)] if spec.scale_mix else []
   main = [] if spec.mode == 'scale_mix' else [(s.steps, s.long_side ** 2)
                                               for s in spec.stages]
@@ -298,7 +321,8 @@ def _execute(spec, config, workdir, params, quiet, on_chunk=None,
     if ckpt:
       ckpt.close()
   if workdir is not None:
-    image_io.save_image(os.path.join(workdir, spec.output), image)
+    image_io.save_image(os.path.join(workdir, spec.output), image,
+                        bits=spec.output_bits, dpi=spec.dpi or None)
     if 'mixed_style' in artifacts and spec.mode != 'scale_mix':
       image_io.save_image(os.path.join(workdir, MIXED_STYLE), artifacts['mixed_style'])
     plot_losses(os.path.join(workdir, LOSS_PLOT), reporter.history,

@@ -1,0 +1,152 @@
+"""Posters: physical sizes, DPI, derived coarse-to-fine schedules, 16-bit files.
+
+``poster='A2'`` (ISO A0-A6, B1-B4, letter, legal, tabloid) or
+``print_size='60x40cm'`` / ``'24x18in'`` with ``dpi`` gives the final pixel
+size: the content's aspect ratio is kept and the image fits the sheet in
+either orientation. :func:`schedule` then derives the stages: it doubles
+from ``start`` px up to the final long side, with fewer steps at each finer
+stage (the coarse stages settle the composition; fine ones add detail).
+
+:func:`write_png16` and :func:`write_tiff16` write 16-bit-per-channel RGB
+with the DPI recorded (pHYs chunk / X-YResolution tags); Pillow cannot write
+16-bit RGB, so both are small self-contained encoders (zlib, struct).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+
+import numpy as np
+
+from nst_jax.errors import NSTError
+
+MM_PER_INCH = 25.4
+# (short, long) side in millimetres.
+PAPER_MM = {
+    'A0': (841, 1189), 'A1': (594, 841), 'A2': (420, 594), 'A3': (297, 420),
+    'A4': (210, 297), 'A5': (148, 210), 'A6': (105, 148),
+    'B1': (707, 1000), 'B2': (500, 707), 'B3': (353, 500), 'B4': (250, 353),
+    'LETTER': (215.9, 279.4), 'LEGAL': (215.9, 355.6), 'TABLOID': (279.4, 431.8),
+}
+MAX_SIDE = 65535
+
+
+def sheet_inches(poster: str = '', print_size: str = '') -> tuple[float, float]:
+  """(short, long) sheet size in inches from a paper name or 'WxHcm|in|mm'."""
+  if poster:
+    try:
+      short, long = PAPER_MM[poster.strip().upper()]
+    except KeyError:
+      raise NSTError(f'unknown poster size {poster!r}; use one of '
+                     f'{", ".join(sorted(PAPER_MM))} or print_size') from None
+    return short / MM_PER_INCH, long / MM_PER_INCH
+  m = re.fullmatch(r'\s*([\d.]+)\s*[x×]\s*([\d.]+)\s*(cm|mm|in)\s*', print_size or '')
+  if not m:
+    raise NSTError(f"print_size {print_size!r} must look like '60x40cm', '24x18in' "
+                   "or '600x400mm'")
+  a, b = float(m.group(1)), float(m.group(2))
+  if a <= 0 or b <= 0:
+    raise NSTError(f'print_size {print_size!r} must be positive')
+  per_inch = {'cm': 2.54, 'mm': MM_PER_INCH, 'in': 1.0}[m.group(3)]
+  return min(a, b) / per_inch, max(a, b) / per_inch
+
+
+def poster_pixels(content_hw, dpi: float, poster: str = '', print_size: str = '',
+                  ) -> tuple[int, int]:
+  """Final (h, w) in pixels: content aspect, as large as fits the sheet at ``dpi``."""
+  if not dpi or dpi <= 0 or not np.isfinite(dpi):
+    raise NSTError(f'dpi must be positive, got {dpi!r}')
+  short_in, long_in = sheet_inches(poster, print_size)
+  h, w = content_hw
+  long_px, short_px = long_in * dpi, short_in * dpi
+  scale = min(long_px / max(h, w), short_px / min(h, w))
+  out = max(1, int(h * scale)), max(1, int(w * scale))
+  if max(out) > MAX_SIDE:
+    raise NSTError(f'{out[1]}x{out[0]} px exceeds the {MAX_SIDE}-px limit of the '
+                   'output formats; lower dpi')
+  return out
+
+
+def schedule(final_long: int, start: int = 512, first_steps: int = 300,
+             min_steps: int = 50) -> list[tuple[int, int]]:
+  """Coarse-to-fine stages (long side, steps) doubling from ``start`` to the end.
+
+  Steps halve at each doubling (a finer stage starts close to its optimum
+  and costs 4x per step), never below ``min_steps``.
+
+  Example:
+    >>> schedule(4961)
+    [(512, 300), (1024, 150), (2048, 75), (4096, 50), (4961, 50)]
+  """
+  sizes = []
+  s = start
+  while s < final_long:
+    sizes.append(s)
+    s *= 2
+  if sizes and final_long < sizes[-1] * 1.15:   # no tiny last step up
+    sizes.pop()
+  sizes.append(final_long)
+  steps = [max(min_steps, first_steps >> i) for i in range(len(sizes))]
+  return list(zip(sizes, steps))
+
+
+# --------------------------------------------------------------------------
+# 16-bit writers.
+# --------------------------------------------------------------------------
+
+
+def to_uint16(image) -> np.ndarray:
+  return np.round(np.clip(np.asarray(image, np.float64), 0, 1) * 65535).astype(np.uint16)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+  return (struct.pack('>I', len(data)) + kind + data +
+          struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff))
+
+
+def write_png16(f, image, dpi: float | None = None) -> None:
+  """16-bit RGB PNG (colour type 2, bit depth 16), pHYs = ``dpi`` if given."""
+  a = to_uint16(image)
+  h, w, _ = a.shape
+  raw = np.empty((h, 1 + w * 6), np.uint8)
+  raw[:, 0] = 0                                              # filter: none
+  raw[:, 1:] = a.astype('>u2').view(np.uint8).reshape(h, w * 6)
+  f.write(b'\x89PNG\r\n\x1a\n')
+  f.write(_png_chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 16, 2, 0, 0, 0)))
+  if dpi:
+    ppm = int(round(dpi / 0.0254))
+    f.write(_png_chunk(b'pHYs', struct.pack('>IIB', ppm, ppm, 1)))
+  f.write(_png_chunk(b'IDAT', zlib.compress(raw.tobytes(), 6)))
+  f.write(_png_chunk(b'IEND', b''))
+
+
+def write_tiff16(f, image, dpi: float | None = None) -> None:
+  """Baseline uncompressed 16-bit RGB TIFF (little-endian) with resolution tags."""
+  a = to_uint16(image)
+  h, w, _ = a.shape
+  data = a.astype('<u2').tobytes()
+  # Layout: header (8) | BitsPerSample (6) | XRes (8) | YRes (8) | IFD | pixels.
+  bits_off, xres_off, yres_off, ifd_off = 8, 14, 22, 30
+  n_entries = 12
+  data_off = ifd_off + 2 + 12 * n_entries + 4
+  entries = [  # (tag, type: 3 SHORT / 4 LONG / 5 RATIONAL, count, value or offset)
+      (256, 4, 1, w), (257, 4, 1, h), (258, 3, 3, bits_off), (259, 3, 1, 1),
+      (262, 3, 1, 2), (273, 4, 1, data_off), (277, 3, 1, 3), (278, 4, 1, h),
+      (279, 4, 1, len(data)), (282, 5, 1, xres_off), (283, 5, 1, yres_off),
+      (296, 3, 1, 2),                                         # unit: inch
+  ]
+  res = struct.pack('<II', int(round((dpi or 72) * 1000)), 1000)
+  out = bytearray(b'II*\x00' + struct.pack('<I', ifd_off))
+  out += struct.pack('<HHH', 16, 16, 16) + res + res
+  out += struct.pack('<H', n_entries)
+  for tag, typ, count, value in entries:
+    if typ == 3 and count == 1:
+      out += struct.pack('<HHIHH', tag, typ, count, value, 0)
+    else:
+      out += struct.pack('<HHII', tag, typ, count, value)
+  out += struct.pack('<I', 0)                                 # no next IFD
+  assert len(out) == data_off
+  f.write(bytes(out))
+  f.write(data)
