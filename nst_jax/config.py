@@ -92,6 +92,8 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.print_size = ''                    # or '60x40cm' / '24x18in' / '600x400mm'
   c.dpi = 0.0                          # written into the file; needed by poster
   c.poster_start = 512                 # long side of the first poster stage
+  # Devices: shard one image spatially over this many (0 = all visible).
+  c.devices = 1
   # Preemption safety (CLI runs with a workdir); see nst_jax/checkpoint.py.
   c.checkpoint_every = 0               # steps; 0 = at stage ends and on signals
   c.resume = True                      # continue from the workdir's checkpoint
@@ -152,6 +154,7 @@ class RunSpec:
   output_bits: int = 8
   dpi: float = 0.0
   poster: tuple = ()                   # (poster, print_size, start) or ()
+  devices: int = 1
   checkpoint_every: int = 0
   resume: bool = True
   compilation_cache: bool = True
@@ -306,6 +309,7 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
       output_bits=_output_bits(c, output),
       dpi=_number('dpi', c.dpi),
       poster=_poster(c),
+      devices=_int('devices', c.devices, 0),
       checkpoint_every=_int('checkpoint_every', c.checkpoint_every, 0),
       resume=bool(c.resume), compilation_cache=bool(c.compilation_cache),
       **spatial,

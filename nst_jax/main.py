@@ -28,12 +28,18 @@ _WORKDIR = flags.DEFINE_string('workdir', 'nst_out',
                                'Directory for final.png, the loss log, plot, '
                                'config and intermediates.')
 _QUIET = flags.DEFINE_bool('quiet', False, 'No progress bar.')
+_MULTIHOST = flags.DEFINE_bool(
+    'multihost', False, 'Call jax.distributed.initialize() first (one process '
+    'per host of a TPU pod slice or GPU cluster; see WORKSPACE.md).')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.INFO)
+  if _MULTIHOST.value:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.initialize()
   from nst_jax import pipeline  # pylint: disable=g-import-not-at-top
   try:
     config = _CONFIG.value

@@ -28,6 +28,7 @@ from nst_jax import image_io
 from nst_jax import objective
 from nst_jax import optim
 from nst_jax import poster as poster_lib
+from nst_jax import sharding
 from nst_jax.errors import NSTError
 from nst_jax.progress import Reporter, plot_losses
 from nst_jax.weights import atomic_write, load_vgg19
@@ -52,9 +53,15 @@ def initial_image(init: str, content, style, key, hw, max_pixels) -> jax.Array:
   return image_io.resize(image_io.load_image(init, max_pixels), hw)
 
 
-def stage_inputs(spec, content_full, styles_full, stage):
-  """Content and styles resized for one stage (style long side * style_scale)."""
+def stage_inputs(spec, content_full, styles_full, stage, row_multiple: int = 1):
+  """Content and styles resized for one stage (style long side * style_scale).
+
+  ``row_multiple``: the height is rounded to a multiple of it (the number of
+  devices the image is sharded over, so that every band has equal rows).
+  """
   hw = image_io.fit_long_side(content_full.shape[:2], stage.long_side)
+  if row_multiple > 1:
+    hw = (max(row_multiple, round(hw[0] / row_multiple) * row_multiple), hw[1])
   style_side = max(16, round(stage.long_side * spec.style_scale))
   styles = [image_io.resize(s, image_io.fit_long_side(s.shape[:2], style_side))
             for s in styles_full]
@@ -173,6 +180,7 @@ def run_stages(spec, params, reporter, content_full, styles_full, masks,
   run_chunk = optim.make_chunk_fn(loss_fn, optimizer, chunk)
   content_layers = spec.content_layer_weights if spec.content_weight > 0 else {}
   guided = bool(masks)
+  mesh = sharding.make_mesh(spec.devices)
   image = None
   offset = 0                                     # global step at stage start
   for k, stage in enumerate(spec.stages):
@@ -180,7 +188,8 @@ def run_stages(spec, params, reporter, content_full, styles_full, masks,
       reporter.skip_stage(stage.steps)
       offset += stage.steps
       continue
-    hw, content, styles = stage_inputs(spec, content_full, styles_full, stage)
+    hw, content, styles = stage_inputs(spec, content_full, styles_full, stage,
+                                       mesh.size if mesh is not None else 1)
     targets = objective.make_targets(
         params, content, styles, content_layer_weights=content_layers,
         style_layer_weights=spec.style_layer_weights,
@@ -201,6 +210,9 @@ def run_stages(spec, params, reporter, content_full, styles_full, masks,
     restored = ckpt.restore(k, state) if ckpt is not None else None
     if restored is not None:
       state = restored
+    if mesh is not None:       # bands of the image on every device (GSPMD)
+      state = sharding.shard_state(state, mesh, start.shape)
+      consts = sharding.replicate(consts, mesh)
     num_steps = jnp.int32(stage.steps)
     t = time.perf_counter()
     compiled = run_chunk.lower(state, consts, num_steps).compile()
