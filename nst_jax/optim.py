@@ -66,7 +66,7 @@ def _is_lbfgs(opt_state) -> bool:
 
 
 def make_chunk_fn(loss_fn: Callable[[jax.Array, Any], jax.Array],
-                  optimizer, chunk: int):
+                  optimizer, chunk: int, batch_axes=None):
   """Returns jitted ``run(state, consts, num_steps) -> (state, StepMetrics[chunk])``.
 
   Args:
@@ -74,6 +74,9 @@ def make_chunk_fn(loss_fn: Callable[[jax.Array, Any], jax.Array],
       (VGG params, targets, weights) passed at call time, not baked in.
     optimizer: from :func:`make_optimizer`.
     chunk: steps per compiled call.
+    batch_axes: for a batch of independent images, the ``vmap`` in_axes of
+      ``consts`` (the state is batched on axis 0). Every image then has its
+      own optimiser (own L-BFGS line search); metrics are ``[chunk, B]``.
   """
 
   def step(state: StageState, consts) -> tuple[StageState, StepMetrics]:
@@ -97,9 +100,14 @@ def make_chunk_fn(loss_fn: Callable[[jax.Array, Any], jax.Array],
     return state, StepMetrics(jnp.array(jnp.nan, jnp.float32),
                               jnp.zeros((), jnp.int32), jnp.array(False))
 
+  def one(s, c, num_steps):
+    return lax.cond(s.step < num_steps, step, skip, s, c)
+
   def run(state: StageState, consts, num_steps):
     def body(s, _):
-      return lax.cond(s.step < num_steps, step, skip, s, consts)
+      if batch_axes is None:
+        return one(s, consts, num_steps)
+      return jax.vmap(one, in_axes=(0, batch_axes, None))(s, consts, num_steps)
     return lax.scan(body, state, None, length=chunk)
 
   return jax.jit(run, donate_argnums=0)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from nst_jax import batch
 from nst_jax import checkpoint
 from nst_jax import color
 from nst_jax import config as config_lib
@@ -369,6 +370,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   ``config.json`` and, with ``save_every``, ``intermediates/``.
   """
   spec = config_lib.validate(config)
+  if isinstance(spec.content, str) and os.path.isdir(spec.content):
+    return _run_batch(spec, config, workdir, params, quiet)
 
   def on_chunk(stage, before, after, pixels):
     if spec.save_every and after // spec.save_every > before // spec.save_every:
@@ -389,6 +392,32 @@ def enable_compilation_cache(directory: str | None = None) -> str:
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
   return directory
+
+
+def _run_batch(spec, config, workdir, params, quiet):
+  """Batch mode: every image of the content folder, outputs named after them."""
+  paths = batch.list_images(spec.content)
+  batch.check_spec(spec)
+  _check_workdir(workdir)
+  atomic_write(os.path.join(workdir, CONFIG_FILE),
+               lambda f: f.write(config.to_json_best_effort(indent=2) + '\n'), 'w')
+  contents = [image_io.read_image(p, 'content image', spec.max_input_pixels) for p in paths]
+  _, styles = _read_inputs(dataclasses.replace(spec, content=contents[0]))
+  if params is None:
+    params = load_vgg19(spec.weights or None)
+  log_path = os.path.join(workdir, LOSS_LOG)
+  _trim_log(log_path, None)
+  reporter = Reporter(_stage_costs(spec), log_path, quiet=quiet)
+  try:
+    images = batch.stylize_batch(spec, params, contents, styles, reporter)
+  finally:
+    reporter.close()
+  ext = os.path.splitext(spec.output)[1]
+  for path, image in zip(paths, images):
+    stem = os.path.splitext(os.path.basename(path))[0]
+    image_io.save_image(os.path.join(workdir, batch.BATCH_DIR, stem + ext), image,
+                        bits=spec.output_bits, dpi=spec.dpi or None)
+  return images
 
 
 def make_config(config=None, **overrides) -> ml_collections.ConfigDict:
