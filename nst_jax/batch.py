@@ -70,7 +70,8 @@ def stylize_batch(spec, params, contents, styles, reporter) -> list[np.ndarray]:
 def _run_group(spec, params, contents, styles_full, reporter):
   weights = objective.LossWeights(*(jnp.float32(w) for w in (
       spec.content_weight, spec.style_weight, spec.tv_weight)))
-  loss_fn = lambda p, c: objective.total_loss(p, *c, spec.pooling)
+  opts = dict(remat=spec.remat, activation_dtype=spec.activation_dtype)
+  loss_fn = lambda p, c: objective.total_loss(p, *c, spec.pooling, **opts)
   optimizer = optim.make_optimizer(spec.optimizer, spec.learning_rate, spec.lbfgs_memory)
   axes = (None, objective.Targets(content=0, style=None, guided=None), None)
   run = optim.make_chunk_fn(loss_fn, optimizer, spec.log_every, batch_axes=axes)

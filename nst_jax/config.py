@@ -57,6 +57,8 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.optimizer = 'lbfgs'                # 'lbfgs' (zoom line search) | 'adam'
   c.learning_rate = 0.02               # Adam only; L-BFGS uses its line search
   c.lbfgs_memory = 10                  # L-BFGS history length
+  c.remat = 'none'                     # 'none' | 'block': recompute VGG blocks in backward
+  c.activation_dtype = 'float32'       # 'float32' | 'bfloat16' activations
   c.init = 'content'                   # 'content' | 'noise' | 'style' | image path
   c.seed = 0
   # Spatial control (Gatys et al. 2017, sec. 4); see nst_jax/guidance.py.
@@ -155,6 +157,8 @@ class RunSpec:
   dpi: float = 0.0
   poster: tuple = ()                   # (poster, print_size, start) or ()
   devices: int = 1
+  remat: str = 'none'
+  activation_dtype: str = 'float32'
   checkpoint_every: int = 0
   resume: bool = True
   compilation_cache: bool = True
@@ -310,6 +314,9 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
       dpi=_number('dpi', c.dpi),
       poster=_poster(c),
       devices=_int('devices', c.devices, 0),
+      remat=_choice('remat', c.remat, vgg.REMATS),
+      activation_dtype=_choice('activation_dtype', c.activation_dtype,
+                               vgg.ACTIVATION_DTYPES),
       checkpoint_every=_int('checkpoint_every', c.checkpoint_every, 0),
       resume=bool(c.resume), compilation_cache=bool(c.compilation_cache),
       **spatial,
@@ -383,3 +390,9 @@ def _poster(c) -> tuple:
   if not _number('dpi', c.dpi, positive=True):
     raise NSTError('config.dpi must be positive for a poster')
   return (poster, print_size, _int('poster_start', c.poster_start, 16))
+
+
+def _choice(field, value, options):
+  if value not in options:
+    raise NSTError(f'config.{field} must be one of {options}, got {value!r}')
+  return value

@@ -118,15 +118,16 @@ def make_guided_targets(params, content_guidance, style_images, style_guidances,
 
 
 def loss_terms(params, image, targets: Targets, weights: LossWeights,
-               pooling: str = 'max', statistic: str = 'gram') -> dict:
+               pooling: str = 'max', statistic: str = 'gram', **vgg_options) -> dict:
   """Weighted loss terms of ``image`` ([H, W, 3] in [0, 1]) and their total.
 
   ``statistic`` is what guided targets compare: ``'gram'`` (guided Gram
-  matrices) or ``'mean'`` (guided feature means).
+  matrices) or ``'mean'`` (guided feature means). ``vgg_options``:
+  ``remat``, ``activation_dtype`` (see :func:`nst_jax.vgg_features`).
   """
   layers = tuple(dict.fromkeys(tuple(targets.content) + tuple(targets.style)
                                + tuple(targets.guided)))
-  feats = vgg_features(params, image, layers, pooling)
+  feats = vgg_features(params, image, layers, pooling, **vgg_options)
   style = losses.style_loss(feats, targets.style)
   if targets.guided:
     style = style + losses.guided_style_loss(feats, targets.guided, statistic)
@@ -154,6 +155,6 @@ def pixels_to_image(pixels: jax.Array) -> jax.Array:
 
 
 def total_loss(pixels, params, targets: Targets, weights: LossWeights,
-               pooling: str = 'max', statistic: str = 'gram') -> jax.Array:
+               pooling: str = 'max', statistic: str = 'gram', **vgg_options) -> jax.Array:
   return loss_terms(params, pixels_to_image(pixels), targets, weights,
-                    pooling, statistic)['total']
+                    pooling, statistic, **vgg_options)['total']

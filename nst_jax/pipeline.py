@@ -171,10 +171,12 @@ def run_stages(spec, params, reporter, content_full, styles_full, masks,
   weights = objective.LossWeights(*(jnp.float32(w) for w in (
       spec.content_weight, spec.style_weight, spec.tv_weight)))
   pooling, statistic = spec.pooling, spec.guided_statistic
+  opts = dict(remat=spec.remat, activation_dtype=spec.activation_dtype)
   loss_fn = lambda pixels, consts: objective.total_loss(pixels, *consts, pooling,
-                                                        statistic)
+                                                        statistic, **opts)
   terms_fn = jax.jit(lambda pixels, consts: objective.loss_terms(
-      consts[0], objective.pixels_to_image(pixels), *consts[1:], pooling, statistic))
+      consts[0], objective.pixels_to_image(pixels), *consts[1:], pooling, statistic,
+      **opts))
   optimizer = optim.make_optimizer(spec.optimizer, spec.learning_rate,
                                    spec.lbfgs_memory)
   chunk = math.gcd(spec.log_every, spec.save_every) if spec.save_every else spec.log_every

@@ -133,9 +133,13 @@ def pool2x2(x, pooling: str = 'max'):
   return x.max(axis=(-4, -2)) if pooling == 'max' else x.mean(axis=(-4, -2))
 
 
+REMATS = ('none', 'block')
+ACTIVATION_DTYPES = ('float32', 'bfloat16')
+
+
 def vgg_features(params: Mapping, image: jax.Array, layers: Iterable[str],
-                 pooling: str = 'max', *,
-                 precision=None) -> dict[str, jax.Array]:
+                 pooling: str = 'max', *, precision=None, remat: str = 'none',
+                 activation_dtype: str = 'float32') -> dict[str, jax.Array]:
   """VGG19 activations of ``image`` at ``layers``.
 
   Args:
@@ -147,31 +151,66 @@ def vgg_features(params: Mapping, image: jax.Array, layers: Iterable[str],
       for image synthesis).
     precision: convolution precision; None = true float32 on every backend
       (:func:`float32_precision`).
+    remat: ``'block'`` wraps each VGG block in ``jax.checkpoint`` (policy:
+      save nothing inside the block), so the backward pass recomputes a
+      block's activations from its input instead of keeping them: less
+      memory, ~1 extra forward pass of compute.
+    activation_dtype: ``'bfloat16'`` runs the convolutions and keeps the
+      activations in bfloat16 (half the activation memory); the returned
+      features are cast back to float32, so Grams, losses and the optimiser
+      stay float32.
 
   Returns:
-    ``{layer: activation}``, each ``[h, w, C]`` (or ``[N, h, w, C]``).
+    ``{layer: activation}``, each ``[h, w, C]`` (or ``[N, h, w, C]``), float32.
   """
   layers = check_layers(layers)
   if pooling not in POOLINGS:
     raise NSTError(f'unknown pooling {pooling!r}; use one of {POOLINGS}')
+  if remat not in REMATS:
+    raise NSTError(f'unknown remat {remat!r}; use one of {REMATS}')
+  if activation_dtype not in ACTIVATION_DTYPES:
+    raise NSTError(f'unknown activation dtype {activation_dtype!r}; use one of '
+                   f'{ACTIVATION_DTYPES}')
   if image.ndim not in (3, 4) or image.shape[-1] != 3:
     raise NSTError(f'image must be [H, W, 3] or [N, H, W, 3], got {image.shape}')
   if not layers:
     return {}
   batched = image.ndim == 4
-  x = preprocess(image if batched else image[None])
+  x = preprocess(image if batched else image[None]).astype(activation_dtype)
   wanted = set(layers)
   last = max(LAYER_INDEX[n] for n in layers)
+  names = LAYER_NAMES[:last + 1]
+  # Split into blocks (conv..pool); each block maps x -> (x, {wanted outputs}).
+  blocks, current = [], []
+  for name in names:
+    current.append(name)
+    if name.startswith('pool'):
+      blocks.append(current)
+      current = []
+  if current:
+    blocks.append(current)
+
+  def run_block(block, p, x):
+    outs = {}
+    for name in block:
+      kind = name[:4]
+      if kind == 'conv':
+        x = conv3x3(x, p[name]['w'], p[name]['b'], precision)
+      elif kind == 'relu':
+        x = jax.nn.relu(x)
+      else:
+        x = pool2x2(x, pooling)
+      if name in wanted:
+        outs[name] = x
+    return x, outs
+
   out = {}
-  for name in LAYER_NAMES[:last + 1]:
-    kind = name[:4]
-    if kind == 'conv':
-      p = params[name]
-      x = conv3x3(x, p['w'], p['b'], precision)
-    elif kind == 'relu':
-      x = jax.nn.relu(x)
-    else:
-      x = pool2x2(x, pooling)
-    if name in wanted:
-      out[name] = x if batched else x[0]
+  for block in blocks:
+    fn = functools.partial(run_block, block)
+    if remat == 'block':
+      fn = jax.checkpoint(fn, policy=jax.checkpoint_policies.nothing_saveable)
+    x, outs = fn({n: params[n] for n in block if n.startswith('conv')}, x)
+    for name, v in outs.items():
+      v = v.astype(jnp.float32)
+      out[name] = v if batched else v[0]
   return out

@@ -3,6 +3,7 @@ r"""Benchmark nst_jax (and, if installed, pastiche's PyTorch code) side by side.
   python tools/benchmark.py                       # 256 and 512 px, CPU or GPU
   python tools/benchmark.py --sizes 256 512 1024 --rounds 3 --budget 60
   python tools/benchmark.py --no-pastiche --out bench.json
+  python tools/benchmark.py --scaling --sizes 256 512 1024 2048 --plot scaling.png
 
 For each square size S x S (the bundled cat photo, The Starry Night as style)
 and each implementation, a fresh subprocess measures:
@@ -254,6 +255,11 @@ def main():
   p.add_argument('--budget', type=float, default=0.0,
                  help='seconds of optimisation for the equal-time loss comparison')
   p.add_argument('--no-pastiche', action='store_true')
+  p.add_argument('--scaling', action='store_true',
+                 help='time/iter and memory against pixel count, growth exponent')
+  p.add_argument('--pastiche-max', type=int, default=1 << 30,
+                 help='largest size to run pastiche at')
+  p.add_argument('--plot', help='with --scaling: write a PNG plot here')
   p.add_argument('--out', help='write the results as JSON here')
   p.add_argument('--worker', choices=('ours', 'pastiche'), help=argparse.SUPPRESS)
   p.add_argument('--loss-of', help=argparse.SUPPRESS)
@@ -271,6 +277,8 @@ def main():
     for r in range(args.rounds):
       order = impls if r % 2 == 0 else impls[::-1]
       for impl in order:
+        if impl == 'pastiche' and size > args.pastiche_max:
+          continue
         budget = args.budget if r == 0 else 0.0
         res = _spawn(['--worker', impl, '--sizes', str(size), '--evals', str(args.evals),
                       '--iters', str(args.iters), '--budget', str(budget)])
@@ -283,9 +291,73 @@ def main():
         results.append(res)
         print(json.dumps(res), file=sys.stderr, flush=True)
   _report(results, impls, args.sizes)
+  if args.scaling:
+    _scaling(results, impls, args.sizes, args.plot)
   if args.out:
     with open(args.out, 'w') as f:
       json.dump(results, f, indent=2)
+
+
+def _fit_exponent(xs, ys):
+  import numpy as np
+  xs, ys = np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float))
+  return float(np.polyfit(xs, ys, 1)[0]) if len(xs) > 1 else float('nan')
+
+
+def _scaling(results, impls, sizes, plot_path):
+  series = {}
+  for impl in impls:
+    pts = [(s * s, _median(results, impl, s, 'iter_s'),
+            _median(results, impl, s, 'peak_mem_above_start_mb')) for s in sizes]
+    pts = [p for p in pts if p[1] == p[1]]
+    series[impl] = pts
+    if pts:
+      print(f'{impl}: time/iter ~ pixels^{_fit_exponent([p[0] for p in pts], [p[1] for p in pts]):.2f}'
+            f', memory ~ pixels^{_fit_exponent([p[0] for p in pts], [max(p[2], 1e-3) for p in pts]):.2f}')
+  if 'pastiche' in series:
+    for px, t, _ in series['ours']:
+      other = [q for q in series['pastiche'] if q[0] == px]
+      if other:
+        print(f'{int(px ** 0.5)}²: ours/pastiche time per iteration {t / other[0][1]:.2f}')
+  if plot_path:
+    _plot(series, plot_path)
+
+
+def _plot(series, path, width=900, height=380):
+  import math
+  from PIL import Image, ImageDraw
+  img = Image.new('RGB', (width, height), 'white')
+  d = ImageDraw.Draw(img)
+  colors = {'ours': (200, 30, 30), 'pastiche': (30, 60, 200)}
+  panels = [('time per iteration (s)', 1), ('peak memory above start (MB)', 2)]
+  all_px = [p[0] for pts in series.values() for p in pts]
+  if not all_px:
+    return
+  x0, x1 = math.log10(min(all_px)), math.log10(max(all_px))
+  x1 = x1 if x1 > x0 else x0 + 1
+  for k, (title, idx) in enumerate(panels):
+    left, right = 70 + k * (width // 2), (k + 1) * (width // 2) - 20
+    top, bottom = 30, height - 45
+    vals = [max(p[idx], 1e-3) for pts in series.values() for p in pts]
+    y0, y1 = math.log10(min(vals)), math.log10(max(vals))
+    y1 = y1 if y1 > y0 else y0 + 1
+    d.rectangle([left, top, right, bottom], outline='black')
+    d.text((left, 8), title + ' vs pixels (log-log)', fill='black')
+    for impl, pts in series.items():
+      xy = [(left + (math.log10(p[0]) - x0) / (x1 - x0) * (right - left),
+             bottom - (math.log10(max(p[idx], 1e-3)) - y0) / (y1 - y0) * (bottom - top))
+            for p in pts]
+      if len(xy) > 1:
+        d.line(xy, fill=colors.get(impl, 'black'), width=2)
+      for x, y in xy:
+        d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colors.get(impl, 'black'))
+    d.text((left, bottom + 6), f'{int(10 ** (x0 / 2))}²', fill='black')
+    d.text((right - 50, bottom + 6), f'{int(10 ** (x1 / 2))}²', fill='black')
+    d.text((5 + k * (width // 2), top), f'{10 ** y1:.3g}', fill='black')
+    d.text((5 + k * (width // 2), bottom - 10), f'{10 ** y0:.3g}', fill='black')
+    for j, impl in enumerate(series):
+      d.text((left + 10, top + 8 + 14 * j), impl, fill=colors.get(impl, 'black'))
+  img.save(path)
 
 
 def _median(results, impl, size, key):
