@@ -273,7 +273,7 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
   output = str(c.output)
   from nst_jax.image_io import check_output_path  # pylint: disable=g-import-not-at-top
   check_output_path(output)
-  from nst_jax import color, guidance  # pylint: disable=g-import-not-at-top
+  from nst_jax import color  # pylint: disable=g-import-not-at-top
   style_layer_weights = _layer_weights('style', c.style_layers, c.style_layer_weights)
   spatial = _spatial(c, styles)
   if c.color_control not in color.COLOR_CONTROLS:
@@ -302,7 +302,6 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
       raise NSTError(f'config.style_layer_styles names style {max(idx)} but there '
                      f'are {len(styles)} styles (0-based)')
     layer_styles = dict(zip(style_layer_weights, idx))
-  del guidance
   return RunSpec(
       content=content, styles=styles, style_blend=blend,
       color_control=c.color_control, histogram_mode=c.histogram_mode, mode=c.mode,

@@ -93,6 +93,7 @@ def optimize(spec: config_lib.RunSpec, params, reporter: Reporter,
   content, styles = _read_inputs(spec)
   if spec.poster:
     spec = poster_spec(spec, content.shape[:2])
+    reporter.stages = [(n, float(px)) for n, px in _stage_costs(spec)]
   if spec.scale_mix:
     mixed = mix_scales(spec, params, reporter)
     if artifacts is not None:
@@ -294,15 +295,11 @@ def _check_workdir(workdir: str) -> None:
 
 
 def _stage_costs(spec):
-  """(steps, approximate pixels) per stage, for the progress ETA."""
-  if spec.poster and not isinstance(spec.content, np.ndarray):
-    try:
-      from PIL import Image  # pylint: disable=g-import-not-at-top
-      with Image.open(spec.content) as im:
-        hw = im.size[::-1]
-      spec = poster_spec(spec, hw)
-    except (OSError, NSTError):
-      pass                                     # reported properly later
+  """(steps, approximate pixels) per stage, for the progress ETA.
+
+  For posters the stages are only known once the content is read;
+  :func:`optimize` then updates the Reporter's list.
+  """
   mix = [(spec.scale_steps, spec.scale_size ** 2)] if spec.scale_mix else []
   main = [] if spec.mode == 'scale_mix' else [(s.steps, s.long_side ** 2)
                                               for s in spec.stages]
