@@ -351,8 +351,8 @@ def _plot(series, path, width=900, height=380):
         d.line(xy, fill=colors.get(impl, 'black'), width=2)
       for x, y in xy:
         d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colors.get(impl, 'black'))
-    d.text((left, bottom + 6), f'{int(10 ** (x0 / 2))}²', fill='black')
-    d.text((right - 50, bottom + 6), f'{int(10 ** (x1 / 2))}²', fill='black')
+    d.text((left, bottom + 6), f'{int(10 ** (x0 / 2))}x{int(10 ** (x0 / 2))} px', fill='black')
+    d.text((right - 90, bottom + 6), f'{round(10 ** (x1 / 2))}x{round(10 ** (x1 / 2))} px', fill='black')
     d.text((5 + k * (width // 2), top), f'{10 ** y1:.3g}', fill='black')
     d.text((5 + k * (width // 2), bottom - 10), f'{10 ** y0:.3g}', fill='black')
     for j, impl in enumerate(series):
