@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # subprocess runs with kills; still in the default suite
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ['--config=configs/default.py', '--config.sizes=64,96', '--config.steps=30,20',
         '--config.checkpoint_every=2', '--config.log_every=2', '--config.init=noise',

@@ -5,9 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+@pytest.mark.slow
 def test_spatial_sharding_matches_single_device(vgg_params):
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8')
   r = subprocess.run([sys.executable, os.path.join(HERE, 'sharding_worker.py')],
