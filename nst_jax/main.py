@@ -5,6 +5,7 @@ Thin by design (as in flax's examples): parse flags, call
 line, ``error: ...``, with exit status 2; no traceback.
 """
 
+import logging as std_logging
 import os
 import sys
 
@@ -36,7 +37,9 @@ _MULTIHOST = flags.DEFINE_bool(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  logging.set_verbosity(logging.INFO)
+  # Our messages at INFO; libraries (orbax's per-save chatter) at WARNING.
+  logging.set_verbosity(logging.WARNING)
+  std_logging.getLogger('nst_jax').setLevel(std_logging.INFO)
   if _MULTIHOST.value:
     import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.initialize()
