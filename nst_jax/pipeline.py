@@ -243,6 +243,9 @@ def run_stages(spec, params, reporter, content_full, styles_full, masks,
     offset += stage.steps
     reporter.end_stage()
     image = objective.pixels_to_image(state.pixels)
+  if jax.process_count() > 1:   # multi-host: gather the bands from every host
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    image = multihost_utils.process_allgather(image, tiled=True)
   return np.asarray(image, np.float32)
 
 
@@ -332,7 +335,7 @@ def _execute(spec, config, workdir, params, quiet, on_chunk=None,
       restore_signals()
     if ckpt:
       ckpt.close()
-  if workdir is not None:
+  if workdir is not None and jax.process_index() == 0:   # one writer per pod
     image_io.save_image(os.path.join(workdir, spec.output), image,
                         bits=spec.output_bits, dpi=spec.dpi or None)
     if 'mixed_style' in artifacts and spec.mode != 'scale_mix':
