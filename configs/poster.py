@@ -11,9 +11,10 @@ Run:
   # bigger: --config.poster=A2 --config.dpi=300   (7016 px; GPU with >= 40 GB,
   #         or --config.remat=block --config.activation_dtype=bfloat16)
 
-Expect: on one modern GPU about a minute; on a 2-core CPU several hours
-(use it there only to test the setup with --config.dpi=20). ``poster.png``
-is 2480x1649, 16 bits per channel, 150 dpi recorded in the file.
+Expect: ``poster.png`` 2480x1649, 16 bits per channel, 150 dpi recorded in
+the file. On a 2-core CPU several hours (the 2480-px stage alone is ~60 s
+per iteration; use the CPU only to try the setup, e.g. --config.dpi=20); GPU
+time not measured yet (tools/benchmark.py --scaling measures it).
 """
 
 from configs import default

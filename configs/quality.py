@@ -4,9 +4,11 @@ Run:
 
   nst-jax --config=configs/quality.py --workdir=/tmp/nst_quality
 
-Expect: on one modern GPU well under a minute (stage 1, 512 px, 400 steps;
-stage 2, 1024 px, 200 steps); on a 2-core CPU about an hour. A 1024-px-wide
-image with finer, sharper brush strokes than the default config's.
+Expect: stage 1, 512x341 px, 400 steps; stage 2, 1024x682 px, 200 steps.
+On a 2-core CPU about 45 minutes (from the measured ~1.5 s and ~7 s per
+iteration at these sizes); GPU time not measured yet (no GPU was available
+when this was written; tools/benchmark.py measures it). A 1024-px-wide image
+with finer, sharper brush strokes than the default config's.
 """
 
 from configs import default
