@@ -12,12 +12,12 @@ palette instead of orange and blue. ``--config.histogram_mode`` picks A:
 ``cholesky`` (default), ``eigen`` or ``ot`` (optimal transport).
 """
 
-from configs import default
+from nst_jax.config import get_default_config
 from nst_jax.config import asset
 
 
 def get_config():
-  config = default.get_config()
+  config = get_default_config()   # = configs/default.py
   config.styles = (asset('the_scream.jpg'),)
   config.color_control = 'histogram'
   config.histogram_mode = 'cholesky'

@@ -13,12 +13,12 @@ brown/grey colours; ``--config.color_control=luminance_swap`` is the
 post-hoc variant (stylise in colour, then keep the content's chroma).
 """
 
-from configs import default
+from nst_jax.config import get_default_config
 from nst_jax.config import asset
 
 
 def get_config():
-  config = default.get_config()
+  config = get_default_config()   # = configs/default.py
   config.styles = (asset('the_scream.jpg'),)
   config.color_control = 'luminance'
   config.style_weight = 300.0

@@ -17,11 +17,11 @@ per iteration; use the CPU only to try the setup, e.g. --config.dpi=20); GPU
 time not measured yet (tools/benchmark.py --scaling measures it).
 """
 
-from configs import default
+from nst_jax.config import get_default_config
 
 
 def get_config():
-  config = default.get_config()
+  config = get_default_config()   # = configs/default.py
   config.poster = 'A3'
   config.dpi = 150.0
   config.poster_start = 512

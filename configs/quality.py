@@ -11,11 +11,11 @@ when this was written; tools/benchmark.py measures it). A 1024-px-wide image
 with finer, sharper brush strokes than the default config's.
 """
 
-from configs import default
+from nst_jax.config import get_default_config
 
 
 def get_config():
-  config = default.get_config()
+  config = get_default_config()   # = configs/default.py
   config.sizes = (512, 1024)
   config.steps = (400, 200)
   config.log_every = 25

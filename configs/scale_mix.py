@@ -18,12 +18,12 @@ The naive one-run variant is ``--config.styles=A,B
 --config.style_layer_styles=0,0,1,1,1``.
 """
 
-from configs import default
+from nst_jax.config import get_default_config
 from nst_jax.config import asset
 
 
 def get_config():
-  config = default.get_config()
+  config = get_default_config()   # = configs/default.py
   config.scale_fine_style = asset('starry_night.jpg')
   config.scale_coarse_style = asset('the_scream.jpg')
   config.scale_layers = ('relu1_1', 'relu2_1')

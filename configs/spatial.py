@@ -14,11 +14,11 @@ darker brush strokes of the village. Try ``--config.guidance_mode=inside``
 (less bleeding across the border) or ``--config.guided_statistic=mean``.
 """
 
-from configs import default
+from nst_jax.config import get_default_config
 
 
 def get_config():
-  config = default.get_config()
+  config = get_default_config()   # = configs/default.py
   config.content_guidance = 'horizon:0.5'
   config.style_guidance = ('horizon:0.65',)
   config.guidance_mode = 'simple'

@@ -13,12 +13,12 @@ seam follows the mask (``--config.content_guidance=disc:0.3`` puts one style
 on a central disc instead).
 """
 
-from configs import default
+from nst_jax.config import get_default_config
 from nst_jax.config import asset
 
 
 def get_config():
-  config = default.get_config()
+  config = get_default_config()   # = configs/default.py
   config.styles = (asset('starry_night.jpg'), asset('the_scream.jpg'))
   config.content_guidance = 'halves_x'
   config.style_guidance = ('whole', 'whole')

@@ -70,7 +70,7 @@ def _parse_flags(argv):
   try:
     return app.parse_flags_with_usage(argv)
   except (NSTError, AttributeError, KeyError, TypeError, ValueError,
-          OSError, SyntaxError) as e:
+          OSError, SyntaxError, ImportError) as e:
     # ml_collections raises these for an unknown --config.FIELD, a value of
     # the wrong type, or a config file that cannot be loaded.
     msg = str(e).strip().strip('"\'') or type(e).__name__
@@ -81,6 +81,10 @@ def _parse_flags(argv):
 def cli(argv=None):
   """Console-script entry point (``nst-jax``)."""
   argv = list(sys.argv if argv is None else argv)
+  # Config files may import modules beside them (as with `python -m`), also
+  # when started through the `nst-jax` console script.
+  if os.getcwd() not in sys.path:
+    sys.path.insert(0, os.getcwd())
   if not any(a == '--config' or a.startswith('--config=') for a in argv[1:]):
     argv.insert(1, f'--config={_DEFAULT_CONFIG}')
   app.run(main, argv=argv, flags_parser=_parse_flags)

@@ -67,3 +67,22 @@ def test_cli_unwritable_workdir(tmp_path):
 def test_cli_unknown_flag_is_an_error():
   r = _run(['--config=configs/default.py', '--config.no_such_field=1'])
   assert r.returncode != 0 and 'Traceback' not in r.stderr
+
+
+def test_console_script_runs_every_config_from_any_directory(tmp_path):
+  """Every config loads through the installed entry point (no `configs` on sys.path)."""
+  import glob
+  for path in sorted(glob.glob(os.path.join(ROOT, 'configs', '*.py'))):
+    if path.endswith('__init__.py'):
+      continue
+    # An installed `nst-jax` has no `configs` package on sys.path.
+    assert 'from configs' not in open(path).read() and 'import configs' not in open(path).read()
+    code = ('import sys; sys.argv = ["nst-jax", "--config=%s", "--workdir=%s", '
+            '"--config.content=/nonexistent.png"]; sys.path = [p for p in sys.path if p not in '
+            '("", %r)] + [%r]; from nst_jax.main import cli; cli()') % (
+                path, tmp_path / 'w', ROOT, ROOT)
+    r = subprocess.run([sys.executable, '-c', code], cwd=str(tmp_path), capture_output=True,
+                       text=True, timeout=300)
+    last = r.stderr.strip().splitlines()[-1]
+    # The config loaded and validated; the run stops at the missing content image.
+    assert r.returncode == 2 and 'image not found: /nonexistent.png' in last, (path, last)
