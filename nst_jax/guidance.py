@@ -56,13 +56,6 @@ def _filter3x3(t, op):
                            ((1, 1), (1, 1), (0, 0)))
 
 
-def _pool2x2(t, how):
-  h, w, r = t.shape
-  t = t[:h // 2 * 2, :w // 2 * 2].reshape(h // 2, 2, w // 2, 2, r)
-  return {'mean': t.mean(axis=(1, 3)), 'min': t.min(axis=(1, 3)),
-          'max': t.max(axis=(1, 3))}[how]
-
-
 def propagate(mask: jax.Array, layers: Iterable[str], mode: str = 'simple',
               extra: int = 0) -> dict[str, jax.Array]:
   """Raw (unnormalised) guidance of ``mask`` ``[H, W, R]`` at each layer."""
@@ -80,7 +73,7 @@ def propagate(mask: jax.Array, layers: Iterable[str], mode: str = 'simple',
       elif mode == 'all':
         t = _filter3x3(t, lax.max)
     elif name.startswith('pool'):
-      t = _pool2x2(t, {'simple': 'mean', 'inside': 'min', 'all': 'max'}[mode])
+      t = vgg.reduce2x2(t, {'simple': 'mean', 'inside': 'min', 'all': 'max'}[mode])
     if name in wanted:
       u = t
       for _ in range(abs(extra)):

@@ -39,6 +39,7 @@ from typing import Mapping, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from nst_jax import guidance
 from nst_jax.errors import NSTError
 from nst_jax.vgg import float32_precision
 
@@ -146,8 +147,7 @@ def guided_style_loss(features: Mapping[str, jax.Array],
                       targets: Mapping[str, GuidedTarget],
                       statistic: str = 'gram') -> jax.Array:
   """Σ_l Σ_r scale_l,r · Σ (Gʳ_l − Aʳ_l)² with guided Grams (or guided means)."""
-  from nst_jax.guidance import guided_gram, guided_mean  # pylint: disable=g-import-not-at-top
-  stat = guided_gram if statistic == 'gram' else guided_mean
+  stat = guidance.guided_gram if statistic == 'gram' else guidance.guided_mean
   total = jnp.zeros((), jnp.float32)
   for name, t in targets.items():
     d = stat(features[name], t.guidance) - t.value

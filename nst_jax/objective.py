@@ -14,6 +14,7 @@ from typing import Mapping, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from nst_jax import guidance as guidance_lib
 from nst_jax import losses
 from nst_jax.vgg import vgg_features
 
@@ -85,7 +86,6 @@ def make_guided_targets(params, content_guidance, style_images, style_guidances,
   Returns:
     ``({layer: GuidedTarget}, [(layer, region, where)] skipped as empty)``.
   """
-  from nst_jax import guidance as guidance_lib  # pylint: disable=g-import-not-at-top
   layers = tuple(style_layer_weights)
   content_t = guidance_lib.layer_guidance(content_guidance, layers, mode, extra)
   per_style = {}

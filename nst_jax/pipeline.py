@@ -69,11 +69,11 @@ def stage_inputs(spec, content_full, styles_full, stage, row_multiple: int = 1):
   return hw, image_io.resize(content_full, hw), styles
 
 
-def _read_inputs(spec):
+def _read_inputs(spec, styles: bool = True):
   content = image_io.read_image(spec.content, 'content image', spec.max_input_pixels)
-  styles = [image_io.read_image(s, f'style image {i + 1}', spec.max_input_pixels)
-            for i, s in enumerate(spec.styles)]
-  return content, styles
+  style_images = [image_io.read_image(s, f'style image {i + 1}', spec.max_input_pixels)
+                  for i, s in enumerate(spec.styles)] if styles else []
+  return content, style_images
 
 
 def _grey(y):
@@ -90,7 +90,8 @@ def optimize(spec: config_lib.RunSpec, params, reporter: Reporter,
   luminance recombination / swap. ``artifacts``, if a dict, receives
   by-products by name (``'mixed_style'``).
   """
-  content, styles = _read_inputs(spec)
+  # With a scale mix, the mixed image replaces config.styles: don't read them.
+  content, styles = _read_inputs(spec, styles=not spec.scale_mix)
   if spec.poster:
     spec = poster_spec(spec, content.shape[:2])
     reporter.stages = [(n, float(px)) for n, px in _stage_costs(spec)]

@@ -119,18 +119,24 @@ def conv3x3(x, w, b, precision=None):
   return _conv_same3x3(x, w.astype(x.dtype), precision) + b.astype(x.dtype)
 
 
-def pool2x2(x, pooling: str = 'max'):
-  """2x2 stride-2 pooling (odd sizes drop their last row/column, as VALID does).
+def reduce2x2(x, how: str):
+  """Reduces 2x2 stride-2 blocks of ``[..., h, w, c]`` by ``'max'|'mean'|'min'``.
 
-  Written as a reshape and a reduction rather than ``reduce_window``: the
-  gradient is then elementwise (ties share it equally) instead of XLA's
+  Odd sizes drop their last row/column, as VALID pooling does. Written as a
+  reshape and a reduction rather than ``reduce_window``: the gradient is
+  then elementwise (ties share it equally) instead of XLA's
   select-and-scatter, which is ~10 % of a whole VGG19 evaluation on CPU.
   """
-  if pooling not in POOLINGS:
-    raise NSTError(f'unknown pooling {pooling!r}; use one of {POOLINGS}')
   *lead, h, w, c = x.shape
   x = x[..., :h // 2 * 2, :w // 2 * 2, :].reshape(*lead, h // 2, 2, w // 2, 2, c)
-  return x.max(axis=(-4, -2)) if pooling == 'max' else x.mean(axis=(-4, -2))
+  return {'max': jnp.max, 'mean': jnp.mean, 'min': jnp.min}[how](x, axis=(-4, -2))
+
+
+def pool2x2(x, pooling: str = 'max'):
+  """VGG's 2x2 stride-2 pooling, ``'max'`` or ``'avg'`` (see :func:`reduce2x2`)."""
+  if pooling not in POOLINGS:
+    raise NSTError(f'unknown pooling {pooling!r}; use one of {POOLINGS}')
+  return reduce2x2(x, 'max' if pooling == 'max' else 'mean')
 
 
 REMATS = ('none', 'block')
