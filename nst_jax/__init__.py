@@ -1,38 +1,55 @@
 """nst_jax: neural style transfer (Gatys et al. 2016, 2017) in JAX.
 
-Pure pieces (weights, features, Grams, losses) compose with jit/grad/vmap;
-:func:`stylize` runs the whole coarse-to-fine optimisation.
+Pure pieces (weights, features, Grams, targets, losses) compose with
+jit/grad/vmap; :func:`stylize` runs the whole coarse-to-fine optimisation.
 
 Example:
   >>> import nst_jax
   >>> image = nst_jax.stylize('photo.jpg', 'painting.jpg', sizes=(256,), steps=(100,))
+  >>> params = nst_jax.load_vgg19()
+  >>> targets = nst_jax.make_targets(params, content, [style])
+  >>> loss = lambda x: nst_jax.total_loss(x, params, targets,
+  ...                                     nst_jax.LossWeights(1.0, 100.0, 0.0))
 """
 
+from nst_jax import masks
+from nst_jax.api import make_config, run, stylize
 from nst_jax.config import get_default_config
 from nst_jax.errors import NSTError
+from nst_jax.guidance import guided_gram, guided_mean, layer_guidance
 from nst_jax.image_io import load_image, save_image
 from nst_jax.losses import content_loss, gram, style_loss, total_variation
-from nst_jax.objective import loss_terms, make_targets
-from nst_jax.pipeline import run, stylize
+from nst_jax.objective import (LossWeights, Targets, loss_terms, make_guided_targets,
+                               make_targets, pixels_to_image, total_loss)
 from nst_jax.vgg import LAYER_NAMES, vgg_features
 from nst_jax.weights import load_vgg19
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 
 __all__ = [
     'LAYER_NAMES',
+    'LossWeights',
     'NSTError',
+    'Targets',
     'content_loss',
     'get_default_config',
     'gram',
+    'guided_gram',
+    'guided_mean',
+    'layer_guidance',
     'load_image',
     'load_vgg19',
     'loss_terms',
+    'make_config',
+    'make_guided_targets',
     'make_targets',
+    'masks',
+    'pixels_to_image',
     'run',
     'save_image',
-    'style_loss',
     'stylize',
+    'style_loss',
+    'total_loss',
     'total_variation',
     'vgg_features',
 ]

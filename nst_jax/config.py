@@ -15,14 +15,22 @@ import os
 
 import ml_collections
 
+from nst_jax import color
+from nst_jax import guidance as guidance_lib
+from nst_jax import image_io
+from nst_jax import masks
+from nst_jax import objective
 from nst_jax import vgg
 from nst_jax.errors import NSTError
-from nst_jax.image_io import DEFAULT_MAX_PIXELS
 from nst_jax.losses import NORMALIZATIONS
 
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets')
 OPTIMIZERS = ('lbfgs', 'adam')
-INITS = ('content', 'noise', 'style')
+MODES = ('transfer', 'scale_mix')
+# Tuple fields whose values are names or paths: on the command line they are
+# split on commas by nst_jax.main (so absolute paths and spaces work).
+STRING_LIST_FIELDS = ('styles', 'style_guidance', 'content_layers', 'style_layers',
+                      'scale_layers')
 
 
 def asset(name: str) -> str:
@@ -34,20 +42,20 @@ def get_default_config() -> ml_collections.ConfigDict:
   """Gatys et al. 2016 defaults, coarse-to-fine 256 -> 512 px, L-BFGS."""
   c = ml_collections.ConfigDict()
   # Inputs.
-  c.content = asset('chelsea.png')     # content image path
+  c.content = asset('chelsea.png')     # content image path, or a folder (batch)
   c.styles = (asset('starry_night.jpg'),)  # one or more style image paths
   c.style_blend_weights = ()           # per style; () = equal; normalised to sum 1
   c.weights = ''                       # converted VGG19 .npz; '' = cache / fetch
-  c.max_input_pixels = DEFAULT_MAX_PIXELS  # decompression-bomb guard
+  c.max_input_pixels = image_io.DEFAULT_MAX_PIXELS  # decompression-bomb guard
   # Coarse-to-fine schedule: long side in pixels and steps, per stage.
   c.sizes = (256, 512)
   c.steps = (150, 50)                  # one value = same for every stage
   c.style_scale = 1.0                  # style long side = content long side * this
   # Model and losses (see nst_jax/losses.py for the formulas).
   c.pooling = 'max'                    # 'max' | 'avg'
-  c.content_layers = ('relu4_2',)
+  c.content_layers = objective.PAPER_CONTENT_LAYERS
   c.content_layer_weights = ()         # () = equal; normalised to sum 1
-  c.style_layers = ('relu1_1', 'relu2_1', 'relu3_1', 'relu4_1', 'relu5_1')
+  c.style_layers = objective.PAPER_STYLE_LAYERS
   c.style_layer_weights = ()           # () = equal; normalised to sum 1
   c.content_weight = 1.0               # alpha
   c.style_weight = 1e2                 # beta
@@ -94,8 +102,10 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.print_size = ''                    # or '60x40cm' / '24x18in' / '600x400mm'
   c.dpi = 0.0                          # written into the file; needed by poster
   c.poster_start = 512                 # long side of the first poster stage
-  # Devices: shard one image spatially over this many (0 = all visible).
+  # Devices: this many (0 = all visible); images of a batch go to different
+  # devices, one image is split into bands of rows over the rest.
   c.devices = 1
+  c.batch_size = 0                     # content folder: images per compiled batch (0 = all)
   # Preemption safety (CLI runs with a workdir); see nst_jax/checkpoint.py.
   c.checkpoint_every = 0               # steps; 0 = at stage ends and on signals
   c.resume = True                      # continue from the workdir's checkpoint
@@ -110,58 +120,82 @@ class Stage:
 
 
 @dataclasses.dataclass(frozen=True)
-class RunSpec:
-  """A validated, normalised configuration."""
-  content: object                      # path or array
-  styles: tuple                        # paths or arrays
-  style_blend: tuple[float, ...]
-  stages: tuple[Stage, ...]
-  content_layer_weights: dict
-  style_layer_weights: dict
-  content_weight: float
-  style_weight: float
-  tv_weight: float
+class LossSpec:
+  """What a run optimises: layers, weights, normalisation (see losses.py)."""
+  content_layer_weights: dict          # layer -> v_l (sum 1); {} = no content term
+  style_layer_weights: dict            # layer -> w_l (sum 1)
+  style_blend: tuple                   # per style, b_s (sum 1)
+  layer_styles: dict                   # naive scale mix: layer -> style index
+  content_weight: float                # alpha
+  style_weight: float                  # beta
+  tv_weight: float                     # gamma
   normalization: str
   pooling: str
+  statistic: str                       # guided targets: 'gram' | 'mean'
+  global_style_weight: float           # factor on the unguided Gram term
+
+
+@dataclasses.dataclass(frozen=True)
+class GuidanceSpec:
+  """Spatial control: masks, region -> style, region weights, propagation."""
+  content: str                         # guidance form or a folder of masks
+  styles: tuple                        # per style, a guidance form ('whole')
+  regions: int                         # R
+  region_styles: tuple                 # per region, its style index
+  region_weights: tuple                # lambda_r, summing to 1
+  mode: str                            # 'simple' | 'inside' | 'all'
+  extra: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleMixSpec:
+  """Scale control: style A's fine scale on style B's coarse scale."""
+  fine: object                         # A: path or array
+  coarse: object                       # B
+  layers: tuple
+  size: int
+  steps: int
+  color_match: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """A validated, normalised configuration (built by :func:`validate` only)."""
+  content: object                      # path, array, or a folder of images
+  styles: tuple                        # paths or arrays
+  loss: LossSpec
+  guidance: GuidanceSpec | None
+  scale_mix: ScaleMixSpec | None
+  stages: tuple                        # Stage per coarse-to-fine stage
   optimizer: str
   learning_rate: float
   lbfgs_memory: int
   init: str
   seed: int
   style_scale: float
+  color_control: str
+  histogram_mode: str
+  mode: str
+  poster: tuple                        # (poster, print_size, start) or ()
+  dpi: float
+  output: str
+  output_bits: int
   log_every: int
   save_every: int
-  output: str
   weights: str
   max_input_pixels: int
-  # Spatial control (content_guidance '' = off).
-  content_guidance: str = ''
-  style_guidance: tuple = ()
-  region_styles: tuple = ()
-  region_weights: tuple = ()
-  guidance_mode: str = 'simple'
-  guidance_extra: int = 0
-  guided_statistic: str = 'gram'
-  global_style_weight: float = 1.0
-  # Colour and scale control.
-  color_control: str = 'none'
-  histogram_mode: str = 'cholesky'
-  mode: str = 'transfer'
-  scale_mix: tuple = ()                # (fine A, coarse B) or ()
-  scale_layers: tuple = ()
-  scale_size: int = 512
-  scale_steps: int = 200
-  scale_color_match: bool = True
-  layer_styles: dict = dataclasses.field(default_factory=dict)
-  output_bits: int = 8
-  dpi: float = 0.0
-  poster: tuple = ()                   # (poster, print_size, start) or ()
-  devices: int = 1
-  remat: str = 'none'
-  activation_dtype: str = 'float32'
-  checkpoint_every: int = 0
-  resume: bool = True
-  compilation_cache: bool = True
+  batch_size: int
+  devices: int
+  remat: str
+  activation_dtype: str
+  checkpoint_every: int
+  resume: bool
+  compilation_cache: bool
+
+  @property
+  def batch(self) -> bool:
+    """True when ``content`` is a folder of images (batch mode)."""
+    return isinstance(self.content, (str, os.PathLike)) and os.path.isdir(self.content)
 
 
 def _split(values) -> tuple:
@@ -226,9 +260,12 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
              styles=None) -> RunSpec:
   """Checks every field; returns the normalised :class:`RunSpec`.
 
+  Everything that can be checked before the optimisation starts is checked
+  here (mask region counts included), so a bad run stops in seconds.
+
   Args:
     config: the run's ConfigDict.
-    content: overrides ``config.content`` (a path or an array).
+    content: overrides ``config.content`` (a path, a folder or an array).
     styles: overrides ``config.styles`` (paths or arrays).
   """
   c = config
@@ -238,12 +275,12 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
     raise NSTError(f'unknown config field(s): {", ".join(unknown)}')
   content = c.content if content is None else content
   if content is None or (isinstance(content, str) and not content):
-    raise NSTError('config.content is empty: give a content image path')
+    raise NSTError('config.content is empty: give a content image path or folder')
+  if isinstance(content, str) and os.path.isdir(content):
+    image_io.list_images(content)                      # raises if it holds none
   styles = _split(c.styles if styles is None else styles)
   if not styles:
     raise NSTError('config.styles is empty: give at least one style image path')
-  blend = normalized_weights('style_blend_weights', c.style_blend_weights,
-                             len(styles))
   sizes = tuple(_int('sizes', s, 16) for s in _split(c.sizes))
   steps = tuple(_int('steps', s, 0) for s in _split(c.steps))
   if not sizes:
@@ -254,44 +291,46 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
     raise NSTError(f'config.steps has {len(steps)} values for {len(sizes)} sizes')
   if any(b < a for a, b in zip(sizes, sizes[1:])):
     raise NSTError(f'config.sizes must not decrease (coarse to fine): {sizes}')
-  if c.pooling not in vgg.POOLINGS:
-    raise NSTError(f'config.pooling must be one of {vgg.POOLINGS}, got {c.pooling!r}')
-  if c.optimizer not in OPTIMIZERS:
-    raise NSTError(f'config.optimizer must be one of {OPTIMIZERS}, got {c.optimizer!r}')
-  if c.normalization not in NORMALIZATIONS:
-    raise NSTError(f'config.normalization must be one of {NORMALIZATIONS}, '
-                   f'got {c.normalization!r}')
   init = str(c.init)
   if not init:
     raise NSTError('config.init is empty; use content, noise, style or a path')
+  output = str(c.output)
+  image_io.check_output_path(output)
+  guidance = _guidance(c, styles)
+  return RunSpec(
+      content=content, styles=styles,
+      loss=_loss(c, styles, guided=guidance is not None),
+      guidance=guidance, scale_mix=_scale_mix(c),
+      stages=tuple(Stage(a, b) for a, b in zip(sizes, steps)),
+      optimizer=_choice('optimizer', c.optimizer, OPTIMIZERS),
+      learning_rate=_number('learning_rate', c.learning_rate, positive=True),
+      lbfgs_memory=_int('lbfgs_memory', c.lbfgs_memory, 1), init=init,
+      seed=_int('seed', c.seed, 0),
+      style_scale=_number('style_scale', c.style_scale, positive=True),
+      color_control=_choice('color_control', c.color_control, color.COLOR_CONTROLS),
+      histogram_mode=_choice('histogram_mode', c.histogram_mode, color.HISTOGRAM_MODES),
+      mode=_choice('mode', c.mode, MODES),
+      poster=_poster(c), dpi=_number('dpi', c.dpi),
+      output=output, output_bits=_output_bits(c, output),
+      log_every=_int('log_every', c.log_every, 1),
+      save_every=_int('save_every', c.save_every, 0),
+      weights=str(c.weights or ''),
+      max_input_pixels=_int('max_input_pixels', c.max_input_pixels, 1),
+      batch_size=_int('batch_size', c.batch_size, 0),
+      devices=_int('devices', c.devices, 0),
+      remat=_choice('remat', c.remat, vgg.REMATS),
+      activation_dtype=_choice('activation_dtype', c.activation_dtype,
+                               vgg.ACTIVATION_DTYPES),
+      checkpoint_every=_int('checkpoint_every', c.checkpoint_every, 0),
+      resume=bool(c.resume), compilation_cache=bool(c.compilation_cache))
+
+
+def _loss(c, styles, guided: bool) -> LossSpec:
   weights = {k: _number(f'{k}_weight', c[f'{k}_weight'])
              for k in ('content', 'style', 'tv')}
   if weights['content'] == weights['style'] == weights['tv'] == 0:
     raise NSTError('config.content_weight, style_weight and tv_weight are all zero')
-  log_every = _int('log_every', c.log_every, 1)
-  save_every = _int('save_every', c.save_every, 0)
-  output = str(c.output)
-  from nst_jax.image_io import check_output_path  # pylint: disable=g-import-not-at-top
-  check_output_path(output)
-  from nst_jax import color  # pylint: disable=g-import-not-at-top
   style_layer_weights = _layer_weights('style', c.style_layers, c.style_layer_weights)
-  spatial = _spatial(c, styles)
-  if c.color_control not in color.COLOR_CONTROLS:
-    raise NSTError(f'config.color_control must be one of {color.COLOR_CONTROLS}, '
-                   f'got {c.color_control!r}')
-  if c.histogram_mode not in color.HISTOGRAM_MODES:
-    raise NSTError(f'config.histogram_mode must be one of {color.HISTOGRAM_MODES}, '
-                   f'got {c.histogram_mode!r}')
-  if c.mode not in ('transfer', 'scale_mix'):
-    raise NSTError(f"config.mode must be 'transfer' or 'scale_mix', got {c.mode!r}")
-  fine, coarse = str(c.scale_fine_style or ''), str(c.scale_coarse_style or '')
-  if bool(fine) != bool(coarse):
-    raise NSTError('config.scale_fine_style and scale_coarse_style must be set together')
-  if c.mode == 'scale_mix' and not fine:
-    raise NSTError('config.mode=scale_mix needs scale_fine_style and scale_coarse_style')
-  scale_layers = vgg.check_layers(_split(c.scale_layers), 'scale layer')
-  if fine and not scale_layers:
-    raise NSTError('config.scale_layers is empty')
   layer_styles = {}
   if c.style_layer_styles:
     idx = tuple(_int('style_layer_styles', i, 0) for i in _split(c.style_layer_styles))
@@ -302,70 +341,90 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
       raise NSTError(f'config.style_layer_styles names style {max(idx)} but there '
                      f'are {len(styles)} styles (0-based)')
     layer_styles = dict(zip(style_layer_weights, idx))
-  return RunSpec(
-      content=content, styles=styles, style_blend=blend,
-      color_control=c.color_control, histogram_mode=c.histogram_mode, mode=c.mode,
-      scale_mix=(fine, coarse) if fine else (), scale_layers=tuple(scale_layers),
-      scale_size=_int('scale_size', c.scale_size, 16),
-      scale_steps=_int('scale_steps', c.scale_steps, 0),
-      scale_color_match=bool(c.scale_color_match), layer_styles=layer_styles,
-      output_bits=_output_bits(c, output),
-      dpi=_number('dpi', c.dpi),
-      poster=_poster(c),
-      devices=_int('devices', c.devices, 0),
-      remat=_choice('remat', c.remat, vgg.REMATS),
-      activation_dtype=_choice('activation_dtype', c.activation_dtype,
-                               vgg.ACTIVATION_DTYPES),
-      checkpoint_every=_int('checkpoint_every', c.checkpoint_every, 0),
-      resume=bool(c.resume), compilation_cache=bool(c.compilation_cache),
-      **spatial,
-      stages=tuple(Stage(a, b) for a, b in zip(sizes, steps)),
-      content_layer_weights=_layer_weights('content', c.content_layers,
-                                           c.content_layer_weights),
+  content_layer_weights = _layer_weights('content', c.content_layers,
+                                         c.content_layer_weights)
+  return LossSpec(
+      content_layer_weights=content_layer_weights if weights['content'] > 0 else {},
       style_layer_weights=style_layer_weights,
+      style_blend=normalized_weights('style_blend_weights', c.style_blend_weights,
+                                     len(styles)),
+      layer_styles=layer_styles,
       content_weight=weights['content'], style_weight=weights['style'],
-      tv_weight=weights['tv'], normalization=c.normalization,
-      pooling=c.pooling, optimizer=c.optimizer,
-      learning_rate=_number('learning_rate', c.learning_rate, positive=True),
-      lbfgs_memory=_int('lbfgs_memory', c.lbfgs_memory, 1), init=init,
-      seed=_int('seed', c.seed, 0),
-      style_scale=_number('style_scale', c.style_scale, positive=True),
-      log_every=log_every, save_every=save_every, output=output,
-      weights=str(c.weights or ''),
-      max_input_pixels=_int('max_input_pixels', c.max_input_pixels, 1))
+      tv_weight=weights['tv'],
+      normalization=_choice('normalization', c.normalization, NORMALIZATIONS),
+      pooling=_choice('pooling', c.pooling, vgg.POOLINGS),
+      statistic=_choice('guided_statistic', c.guided_statistic, objective.STATISTICS),
+      # In guided runs the plain Gram term is lambda_global; otherwise it is the style loss.
+      global_style_weight=(_number('global_style_weight', c.global_style_weight)
+                           if guided else 1.0))
 
 
-def _spatial(c, styles) -> dict:
-  """Validated spatial-control fields (``{}`` when content_guidance is off)."""
-  from nst_jax import guidance  # pylint: disable=g-import-not-at-top
-  if c.guidance_mode not in guidance.MODES:
-    raise NSTError(f'config.guidance_mode must be one of {guidance.MODES}, '
-                   f'got {c.guidance_mode!r}')
-  if c.guided_statistic not in ('gram', 'mean'):
-    raise NSTError("config.guided_statistic must be 'gram' or 'mean', "
-                   f'got {c.guided_statistic!r}')
+def _guidance(c, styles) -> GuidanceSpec | None:
+  """Validated spatial control (None when content_guidance is off)."""
+  mode = _choice('guidance_mode', c.guidance_mode, guidance_lib.MODES)
   extra = c.guidance_extra
   if isinstance(extra, bool) or not isinstance(extra, int):
     raise NSTError(f'config.guidance_extra must be an integer, got {extra!r}')
-  content_guidance = str(c.content_guidance or '')
-  if not content_guidance:
-    return {}
+  content = str(c.content_guidance or '')
+  if not content:
+    return None
   style_guidance = tuple(str(s) for s in _split(c.style_guidance)) or (
       ('whole',) * len(styles))
   if len(style_guidance) != len(styles):
     raise NSTError(f'config.style_guidance has {len(style_guidance)} entries for '
                    f'{len(styles)} styles')
+  max_pixels = _int('max_input_pixels', c.max_input_pixels, 1)
+  if os.path.isdir(content):
+    counts = {masks.count_regions(p, max_pixels) for p in image_io.list_images(content)}
+    if len(counts) > 1:
+      raise NSTError(f'config.content_guidance: the masks in {content} have different '
+                     f'numbers of regions {sorted(counts)}')
+    regions = counts.pop()
+  else:
+    regions = masks.count_regions(content, max_pixels)
+  for i, g in enumerate(style_guidance):
+    n = masks.count_regions(g, max_pixels)
+    if n not in (1, regions):
+      raise NSTError(f'config.style_guidance: style {i + 1}\'s guidance {g!r} has {n} '
+                     f'regions, the content\'s has {regions}')
   region_styles = tuple(_int('region_styles', i, 0) for i in _split(c.region_styles))
-  if region_styles and max(region_styles) >= len(styles):
+  if not region_styles:
+    if len(styles) == 1:
+      region_styles = (0,) * regions
+    elif len(styles) == regions:
+      region_styles = tuple(range(regions))
+    else:
+      raise NSTError(f'{len(styles)} styles for {regions} regions: set '
+                     'config.region_styles (style index per region)')
+  if len(region_styles) != regions:
+    raise NSTError(f'config.region_styles has {len(region_styles)} values for '
+                   f'{regions} regions')
+  if max(region_styles) >= len(styles):
     raise NSTError(f'config.region_styles names style {max(region_styles)} but '
                    f'there are {len(styles)} styles (0-based)')
-  return dict(content_guidance=content_guidance, style_guidance=style_guidance,
-              region_styles=region_styles,
-              region_weights=tuple(_number('region_weights', w)
-                                   for w in _split(c.region_weights)),
-              guidance_mode=c.guidance_mode, guidance_extra=extra,
-              guided_statistic=c.guided_statistic,
-              global_style_weight=_number('global_style_weight', c.global_style_weight))
+  return GuidanceSpec(
+      content=content, styles=style_guidance, regions=regions,
+      region_styles=region_styles,
+      region_weights=normalized_weights('region_weights', _split(c.region_weights),
+                                        regions),
+      mode=mode, extra=extra)
+
+
+def _scale_mix(c) -> ScaleMixSpec | None:
+  fine, coarse = str(c.scale_fine_style or ''), str(c.scale_coarse_style or '')
+  if bool(fine) != bool(coarse):
+    raise NSTError('config.scale_fine_style and scale_coarse_style must be set together')
+  if c.mode == 'scale_mix' and not fine:
+    raise NSTError('config.mode=scale_mix needs scale_fine_style and scale_coarse_style')
+  layers = tuple(vgg.check_layers(_split(c.scale_layers), 'scale layer'))
+  size = _int('scale_size', c.scale_size, 16)
+  steps = _int('scale_steps', c.scale_steps, 0)
+  if not fine:
+    return None
+  if not layers:
+    raise NSTError('config.scale_layers is empty')
+  return ScaleMixSpec(fine=fine, coarse=coarse, layers=layers, size=size, steps=steps,
+                      color_match=bool(c.scale_color_match))
 
 
 def _output_bits(c, output) -> int:

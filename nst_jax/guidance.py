@@ -16,14 +16,15 @@ Zero padding at the image border is not a region of its own: border neurons
 are judged on their in-image inputs only. ``extra`` erodes (k < 0) or dilates
 (k > 0) every layer's channel by |k| further grid cells.
 
-Each layer's channel is then scaled so that mean(T²) = 1 over the layer, as
+Masks come from :mod:`nst_jax.masks` (files, label maps, procedural shapes);
+this module is pure JAX. Each layer's channel is then scaled so that mean(T²) = 1 over the layer, as
 in the paper's reference code: regions of any size then contribute on the
 same scale, and with an all-ones mask the guided Gram is the plain Gram.
 A region empty at a layer gets T = 0 and is reported by :func:`empty_regions`;
 the losses skip it rather than divide by zero.
 
 Example:
-  >>> masks = halves((64, 96), 'x')                 # left / right, [64, 96, 2]
+  >>> masks = nst_jax.masks.halves((64, 96), 'x')   # left / right, [64, 96, 2]
   >>> t = layer_guidance(masks, ['relu1_1', 'relu3_1'], 'inside')
   >>> t['relu3_1'].shape
   (16, 24, 2)
@@ -31,20 +32,15 @@ Example:
 
 from __future__ import annotations
 
-import logging
 from typing import Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
-from nst_jax import image_io
 from nst_jax import vgg
-from nst_jax.vgg import float32_precision
 from nst_jax.errors import NSTError
-
-log = logging.getLogger(__name__)
+from nst_jax.vgg import float32_precision
 
 MODES = ('simple', 'inside', 'all')
 
@@ -94,13 +90,12 @@ def layer_guidance(mask, layers, mode: str = 'simple', extra: int = 0
   return {k: normalize(v) for k, v in propagate(mask, layers, mode, extra).items()}
 
 
-def empty_regions(guidance: Mapping[str, jax.Array]) -> list[tuple[str, int]]:
-  """(layer, region) pairs whose channel is all zero."""
-  out = []
-  for name, t in guidance.items():
-    energy = np.asarray(jnp.sum(t * t, axis=(0, 1)))
-    out += [(name, r) for r in np.flatnonzero(energy <= 0)]
-  return out
+def empty_regions(guidance: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+  """``{layer: bool [R]}``: True where region r's channel is all zero there.
+
+  Stays on the device (no host sync), so it can be used inside ``jit``.
+  """
+  return {name: jnp.sum(t * t, axis=(-3, -2)) <= 0 for name, t in guidance.items()}
 
 
 def guided_gram(features: jax.Array, guidance: jax.Array) -> jax.Array:
@@ -117,90 +112,3 @@ def guided_mean(features: jax.Array, guidance: jax.Array) -> jax.Array:
   f = features.astype(jnp.float32)
   return jnp.einsum('hwr,hwc->rc', guidance, f,
                     precision=float32_precision()) / (f.shape[0] * f.shape[1])
-
-
-# --------------------------------------------------------------------------
-# Masks from files and procedural masks.
-# --------------------------------------------------------------------------
-
-
-def halves(hw, axis: str = 'x', soft: int = 0) -> np.ndarray:
-  """Two regions: left/right (``'x'``) or top/bottom (``'y'``)."""
-  h, w = hw
-  coord = (np.arange(w) + 0.5) / w if axis == 'x' else (np.arange(h) + 0.5) / h
-  first = (coord < 0.5).astype(np.float32)
-  first = np.broadcast_to(first[None, :] if axis == 'x' else first[:, None], (h, w))
-  return np.stack([first, 1.0 - first], axis=-1)
-
-
-def disc(hw, radius: float = 0.3) -> np.ndarray:
-  """Two regions: a centred disc (radius as a fraction of the short side) and the rest."""
-  h, w = hw
-  y, x = np.mgrid[:h, :w]
-  d = np.hypot(y + 0.5 - h / 2, x + 0.5 - w / 2) / min(h, w)
-  inside = (d < radius).astype(np.float32)
-  return np.stack([inside, 1.0 - inside], axis=-1)
-
-
-def horizon(hw, height: float = 0.5) -> np.ndarray:
-  """Two regions: sky above a horizontal line at ``height`` (from the top), ground below."""
-  h, w = hw
-  sky = ((np.arange(h) + 0.5) / h < height).astype(np.float32)
-  sky = np.broadcast_to(sky[:, None], (h, w))
-  return np.stack([sky, 1.0 - sky], axis=-1)
-
-
-PROCEDURAL = {'halves_x': lambda hw, a: halves(hw, 'x'),
-              'halves_y': lambda hw, a: halves(hw, 'y'),
-              'disc': lambda hw, a: disc(hw, a if a is not None else 0.3),
-              'horizon': lambda hw, a: horizon(hw, a if a is not None else 0.5)}
-
-
-def _label_map(path, max_pixels) -> np.ndarray:
-  """One image whose distinct colours are the regions (sorted by RGB value)."""
-  rgb = np.round(image_io.load_image(path, max_pixels) * 255).astype(np.int32)
-  codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-  colours = np.unique(codes)
-  if len(colours) > 32:
-    raise NSTError(f'{path}: label map has {len(colours)} colours (max 32); '
-                   'use flat colours, one per region')
-  return np.stack([(codes == c).astype(np.float32) for c in colours], axis=-1)
-
-
-def load_guidance(spec: str, hw, max_pixels: int = image_io.DEFAULT_MAX_PIXELS
-                  ) -> np.ndarray:
-  """Region masks ``[H, W, R]`` for an image of size ``hw`` from a spec string.
-
-  ``spec`` is one of:
-    * ``''`` or ``whole``: one channel of ones — the whole image serves every
-      region (the usual choice for a style image in multi-style runs);
-    * a label map path (``labels.png``): each distinct colour is a region;
-    * greyscale mask paths joined by ``+`` (``sky.png+ground.png``), soft ok;
-    * procedural: ``halves_x``, ``halves_y``, ``disc[:radius]``,
-      ``horizon[:height]``.
-  Masks of another size are resized; another aspect ratio is an error.
-  """
-  if spec in ('', 'whole'):
-    return np.ones(tuple(hw) + (1,), np.float32)
-  name, _, arg = spec.partition(':')
-  if name in PROCEDURAL:
-    try:
-      a = float(arg) if arg else None
-    except ValueError:
-      raise NSTError(f'guidance {spec!r}: {arg!r} is not a number') from None
-    return PROCEDURAL[name](hw, a)
-  paths = spec.split('+')
-  if len(paths) == 1:
-    masks = _label_map(paths[0], max_pixels)
-  else:
-    masks = np.stack([image_io.load_image(p, max_pixels).mean(axis=-1)
-                      for p in paths], axis=-1)
-  mh, mw = masks.shape[:2]
-  h, w = hw
-  if abs(mh / mw - h / w) > 0.02 * (h / w) + 1.0 / min(mh, mw):
-    raise NSTError(f'guidance {spec!r} is {mw}x{mh}, its aspect ratio differs '
-                   f'from its image ({w}x{h})')
-  if (mh, mw) != (h, w):
-    masks = np.asarray(jax.image.resize(jnp.asarray(masks), (h, w, masks.shape[-1]),
-                                        'linear', antialias=True)).clip(0, 1)
-  return masks

@@ -10,6 +10,7 @@ crash never leaves a half-written image.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 
@@ -19,12 +20,14 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from nst_jax.errors import NSTError
-from nst_jax.weights import atomic_write
+from nst_jax.files import atomic_write
 
 # Pillow errors above 2x this; we turn its warning (above 1x) into an error too.
 DEFAULT_MAX_PIXELS = 178_956_970
 SAVE_FORMATS = {'.png': 'PNG', '.jpg': 'JPEG', '.jpeg': 'JPEG', '.tif': 'TIFF',
                 '.tiff': 'TIFF'}
+# What a content folder may hold (batch mode); other files are ignored.
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp', '.webp')
 
 
 def _to_float_rgb(img: Image.Image) -> np.ndarray:
@@ -146,9 +149,70 @@ def check_output_path(path: str) -> str:
   return SAVE_FORMATS[ext]
 
 
+def list_images(folder: str) -> list[str]:
+  """Sorted image paths in ``folder`` (by extension; hidden files skipped)."""
+  try:
+    names = sorted(n for n in os.listdir(folder)
+                   if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith('.'))
+  except OSError as e:
+    raise NSTError(f'cannot list {folder} ({e.strerror or e})') from None
+  if not names:
+    raise NSTError(f'content folder {folder} holds no images '
+                   f'({", ".join(IMAGE_EXTENSIONS)})')
+  return [os.path.join(folder, n) for n in names]
+
+
+def image_size(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+  """(h, w) of an image file from its header, after EXIF orientation.
+
+  Cheap (no decoding), so a folder of photos can be planned before any is
+  loaded; a file Pillow cannot identify is an :class:`NSTError`.
+  """
+  if not os.path.isfile(path):
+    raise NSTError(f'image not found: {path}')
+  try:
+    with Image.open(path) as img:
+      w, h = img.size
+      orientation = img.getexif().get(0x0112, 1)
+  except UnidentifiedImageError:
+    raise NSTError(f'{path}: not an image Pillow can read') from None
+  except (OSError, SyntaxError, ValueError) as e:
+    raise NSTError(f'{path}: unreadable image ({e})') from None
+  if w * h > max_pixels:
+    raise NSTError(f'{path}: image exceeds {max_pixels} pixels (decompression-bomb '
+                   'guard); set --config.max_input_pixels higher if intended')
+  return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
 def to_uint8(image) -> np.ndarray:
   return np.asarray(np.round(np.clip(np.asarray(image, np.float32), 0, 1) * 255),
                     np.uint8)
+
+
+def to_uint16(image) -> np.ndarray:
+  return np.round(np.clip(np.asarray(image, np.float64), 0, 1) * 65535).astype(np.uint16)
+
+
+def write_png16(f, image, dpi: float | None = None) -> None:
+  """16-bit RGB PNG with the DPI in its pHYs chunk (pypng; Pillow cannot)."""
+  import png  # pylint: disable=g-import-not-at-top
+  a = to_uint16(image)
+  h, w, _ = a.shape
+  ppm = {} if not dpi else dict(x_pixels_per_unit=int(round(dpi / 0.0254)),
+                                y_pixels_per_unit=int(round(dpi / 0.0254)),
+                                unit_is_meter=True)
+  png.Writer(w, h, greyscale=False, bitdepth=16, compression=6, **ppm).write_array(
+      f, a.reshape(-1))
+
+
+def write_tiff16(f, image, dpi: float | None = None) -> None:
+  """16-bit RGB TIFF with resolution tags (tifffile; BigTIFF past 4 GB)."""
+  import tifffile  # pylint: disable=g-import-not-at-top
+  a = to_uint16(image)
+  buffer = io.BytesIO()         # tifffile wants a named file or a BytesIO
+  tifffile.imwrite(buffer, a, photometric='rgb', resolution=(dpi or 72.0, dpi or 72.0),
+                   resolutionunit='INCH', bigtiff=a.nbytes > 2**32 - 2**25)
+  f.write(buffer.getbuffer())
 
 
 def save_image(path: str, image, bits: int = 8, dpi: float | None = None) -> None:
@@ -162,10 +226,9 @@ def save_image(path: str, image, bits: int = 8, dpi: float | None = None) -> Non
   if bits not in (8, 16):
     raise NSTError(f'output bits must be 8 or 16, got {bits!r}')
   if bits == 16:
-    from nst_jax import poster  # pylint: disable=g-import-not-at-top
     if fmt not in ('PNG', 'TIFF'):
       raise NSTError(f'{path}: 16-bit output needs .png or .tif')
-    writer = poster.write_png16 if fmt == 'PNG' else poster.write_tiff16
+    writer = write_png16 if fmt == 'PNG' else write_tiff16
     write = lambda f: writer(f, image, dpi)
   else:
     pil = Image.fromarray(to_uint8(image), 'RGB')

@@ -65,7 +65,7 @@ def _check_normalization(normalization):
                    f'{NORMALIZATIONS}')
 
 
-def _safe_inverse(x):
+def safe_inverse(x):
   return jnp.where(x > 0, 1.0 / jnp.where(x > 0, x, 1.0), 0.0)
 
 
@@ -78,7 +78,7 @@ def content_targets(features: Mapping[str, jax.Array],
   for name, weight in layer_weights.items():
     p = features[name].astype(jnp.float32)
     if normalization == 'relative':
-      s = _safe_inverse(jnp.sum(p * p))
+      s = safe_inverse(jnp.sum(p * p))
     else:
       s = jnp.asarray(1.0 / (2.0 * p.size), jnp.float32)
     out[name] = Target(p, weight * s)
@@ -102,7 +102,7 @@ def style_targets(grams_per_style: list[Mapping[str, jax.Array]],
   for name, weight in layer_weights.items():
     a = sum(b * g[name] for b, g in zip(blend, grams_per_style))
     if normalization == 'relative':
-      s = _safe_inverse(jnp.sum(a * a))
+      s = safe_inverse(jnp.sum(a * a))
     else:
       s = jnp.asarray(1.0 / (4.0 * a.shape[-1] ** 2), jnp.float32)
     out[name] = Target(a, weight * s)

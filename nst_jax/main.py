@@ -1,7 +1,7 @@
 """Command line: ``nst-jax --config=configs/default.py --workdir=DIR``.
 
 Thin by design (as in flax's examples): parse flags, call
-:func:`nst_jax.pipeline.run`. A user error (:class:`NSTError`) is printed as one
+:func:`nst_jax.api.run`. A user error (:class:`NSTError`) is printed as one
 line, ``error: ...``, with exit status 2; no traceback.
 """
 
@@ -35,15 +35,14 @@ _MULTIHOST = flags.DEFINE_bool(
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # stray arguments were refused by _parse_flags
   # Our messages at INFO; libraries (orbax's per-save chatter) at WARNING.
   logging.set_verbosity(logging.WARNING)
   std_logging.getLogger('nst_jax').setLevel(std_logging.INFO)
   if _MULTIHOST.value:
     import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.initialize()
-  from nst_jax import pipeline  # pylint: disable=g-import-not-at-top
+  from nst_jax import api  # pylint: disable=g-import-not-at-top
   try:
     config = _CONFIG.value
     config.keys()  # the config object raises its deferred load error on use
@@ -52,7 +51,7 @@ def main(argv):
     sys.stderr.write(f'error: cannot load config file: {lines[-1]}\n')
     sys.exit(2)
   try:
-    pipeline.run(config, _WORKDIR.value, quiet=_QUIET.value)
+    api.run(config, _WORKDIR.value, quiet=_QUIET.value)
   except NSTError as e:
     sys.stderr.write(f'\nerror: {e}\n')
     sys.exit(2)
@@ -65,17 +64,53 @@ def main(argv):
   print(os.path.join(_WORKDIR.value, config.output))
 
 
+def _error(message: str) -> None:
+  sys.stderr.write(f'error: {message}\n')
+  sys.exit(2)
+
+
 def _parse_flags(argv):
-  """absl's parser, with config-file and override errors as one line."""
+  """absl's parser, with config-file, override and usage errors as one line."""
   try:
-    return app.parse_flags_with_usage(argv)
+    rest = flags.FLAGS(argv)
+  except flags.Error as e:                 # unknown flag, bad value, ...
+    _error(f'bad flag: {str(e).strip().splitlines()[-1]}')
   except (NSTError, AttributeError, KeyError, TypeError, ValueError,
           OSError, SyntaxError, ImportError) as e:
     # ml_collections raises these for an unknown --config.FIELD, a value of
     # the wrong type, or a config file that cannot be loaded.
     msg = str(e).strip().strip('"\'') or type(e).__name__
-    sys.stderr.write(f'error: bad flag or config: {msg.splitlines()[-1]}\n')
-    sys.exit(2)
+    _error(f'bad flag or config: {msg.splitlines()[-1]}')
+  if len(rest) > 1:
+    _error(f'unexpected argument(s): {" ".join(rest[1:])} (options are --flag=value; '
+           'see --helpfull)')
+  return rest
+
+
+def split_list_flags(argv):
+  """``--config.styles=/a b/x.jpg,/c.jpg`` -> a tuple literal ml_collections parses.
+
+  ml_collections parses tuple overrides with ``ast.literal_eval``, which
+  fails on absolute paths and on names with spaces. For the list-of-names
+  fields (:data:`nst_jax.config.STRING_LIST_FIELDS`) we split on commas
+  ourselves; a value already written as a Python tuple or list is kept.
+  """
+  from nst_jax.config import STRING_LIST_FIELDS  # pylint: disable=g-import-not-at-top
+  out, i = [], 0
+  while i < len(argv):
+    arg = argv[i]
+    name, eq, value = arg.partition('=')
+    field = name[len('--config.'):] if name.startswith('--config.') else None
+    if field in STRING_LIST_FIELDS:
+      if not eq and i + 1 < len(argv):     # --config.styles VALUE
+        value, i = argv[i + 1], i + 1
+      if not value.lstrip().startswith(('(', '[')):
+        parts = tuple(p.strip() for p in value.split(',') if p.strip())
+        value = repr(parts)
+      arg = f'{name}={value}'
+    out.append(arg)
+    i += 1
+  return out
 
 
 def cli(argv=None):
@@ -87,7 +122,7 @@ def cli(argv=None):
     sys.path.insert(0, os.getcwd())
   if not any(a == '--config' or a.startswith('--config=') for a in argv[1:]):
     argv.insert(1, f'--config={_DEFAULT_CONFIG}')
-  app.run(main, argv=argv, flags_parser=_parse_flags)
+  app.run(main, argv=split_list_flags(argv), flags_parser=_parse_flags)
 
 
 if __name__ == '__main__':

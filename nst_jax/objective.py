@@ -1,136 +1,260 @@
 """The style-transfer objective: targets from images, loss of an image.
 
 Data flows one way: images -> :func:`make_targets` (VGG features of content
-and styles, Gram matrices, blended and normalised) -> :func:`loss_terms` of the
-image being optimised. Everything here is a pure function of pytrees, so the
-compiled loop passes targets and VGG params as arguments, never as baked-in
-constants.
+and styles, Gram matrices, blended and normalised) -> :func:`total_loss` of the
+image being optimised. Everything here is a pure function of pytrees:
+:class:`Targets` carries the arrays as leaves and how they were computed
+(pooling, guided statistic) as static metadata, so ``jit``, ``grad`` and
+``vmap`` need no static arguments.
+
+Example:
+  >>> params = nst_jax.load_vgg19()
+  >>> targets = nst_jax.make_targets(params, content, [style])  # paper's layers
+  >>> weights = nst_jax.LossWeights(1.0, 100.0, 0.0)             # alpha, beta, gamma
+  >>> loss = lambda x: nst_jax.total_loss(x, params, targets, weights)
+  >>> value, grad = jax.jit(jax.value_and_grad(loss))(content)
+  >>> losses = jax.vmap(loss)(images)                            # [B, H, W, 3]
 """
 
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple
+import dataclasses
+from typing import Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from nst_jax import guidance as guidance_lib
 from nst_jax import losses
-from nst_jax.vgg import vgg_features
+from nst_jax import vgg
+from nst_jax.errors import NSTError
+
+# Gatys et al. 2016: content at relu4_2, style at relu1_1 ... relu5_1, equal weights.
+PAPER_CONTENT_LAYERS = ('relu4_2',)
+PAPER_STYLE_LAYERS = ('relu1_1', 'relu2_1', 'relu3_1', 'relu4_1', 'relu5_1')
+STATISTICS = ('gram', 'mean')
 
 
-class Targets(NamedTuple):
-  content: dict      # layer -> losses.Target (P_l, scale)
-  style: dict        # layer -> losses.Target (blended A_l, scale); {} if unused
-  guided: dict = {}  # layer -> losses.GuidedTarget (spatial control)
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Targets:
+  """What the optimised image is compared with, per VGG layer.
+
+  Attributes:
+    content: ``{layer: losses.Target(P_l, scale)}``.
+    style: ``{layer: losses.Target(A_l, scale)}`` (blended Grams); ``{}`` if unused.
+    guided: ``{layer: losses.GuidedTarget}`` for spatial control; ``{}`` if off.
+    pooling: static: ``'max'`` or ``'avg'``, the VGG the targets were made with.
+    statistic: static: what guided targets compare, ``'gram'`` or ``'mean'``.
+  """
+  content: dict
+  style: dict
+  guided: dict = dataclasses.field(default_factory=dict)
+  pooling: str = dataclasses.field(default='max', metadata=dict(static=True))
+  statistic: str = dataclasses.field(default='gram', metadata=dict(static=True))
+
+  @property
+  def layers(self) -> tuple[str, ...]:
+    """Every layer a loss evaluation needs, in first-use order."""
+    return tuple(dict.fromkeys((*self.content, *self.style, *self.guided)))
 
 
 class LossWeights(NamedTuple):
-  content: jax.Array  # alpha
-  style: jax.Array    # beta
-  tv: jax.Array       # gamma
+  """α, β, γ: plain floats or scalar arrays."""
+  content: float | jax.Array
+  style: float | jax.Array
+  tv: float | jax.Array
 
 
-_features = jax.jit(vgg_features, static_argnames=('layers', 'pooling'))
+def layer_weights(layers, what: str = 'layer') -> dict[str, float]:
+  """``['relu1_1', ...]`` (equal) or ``{layer: weight}`` -> weights summing to 1."""
+  if isinstance(layers, str):
+    layers = (layers,)
+  items = (list(layers.items()) if isinstance(layers, Mapping)
+           else [(name, 1.0) for name in layers])
+  vgg.check_layers([n for n, _ in items], what)
+  total = float(sum(w for _, w in items))
+  if not items or total <= 0:
+    raise NSTError(f'{what} weights must not be empty or sum to zero')
+  return {name: float(w) / total for name, w in items}
 
 
-def style_grams(params, style_image, layers, pooling='max') -> dict:
+_features = jax.jit(vgg.vgg_features, static_argnames=('layers', 'pooling'))
+
+
+def features(params, image, layers, pooling: str = 'max') -> dict:
+  """VGG features of one image (compiled once per shape and layer set)."""
+  return _features(params, jnp.asarray(image, jnp.float32), tuple(layers), pooling)
+
+
+def style_grams(params, style_image, layers, pooling: str = 'max') -> dict:
   """Gram matrices of one style image at ``layers``."""
-  feats = _features(params, jnp.asarray(style_image), tuple(layers), pooling)
-  return {k: losses.gram(v) for k, v in feats.items()}
+  return {k: losses.gram(v) for k, v in features(params, style_image, layers,
+                                                  pooling).items()}
 
 
-def make_targets(params, content_image, style_images, *, content_layer_weights:
-                 Mapping[str, float], style_layer_weights: Mapping[str, float],
-                 style_blend, normalization='relative', pooling='max',
-                 layer_styles=None, global_weight: float = 1.0) -> Targets:
-  """Content features and blended style Grams, with their loss scales.
+def content_targets(params, content_image, content_layers, *,
+                    normalization: str = 'relative', pooling: str = 'max') -> dict:
+  """``{layer: Target}`` of the content image; ``{}`` for no layers."""
+  if not content_layers:
+    return {}
+  weights = layer_weights(content_layers, 'content layer')
+  feats = features(params, content_image, weights, pooling)
+  return losses.content_targets(feats, weights, normalization)
+
+
+def style_targets(params, style_images: Sequence, style_layers, *, style_blend=None,
+                  normalization: str = 'relative', pooling: str = 'max',
+                  layer_styles: Mapping[str, int] | None = None,
+                  global_weight: float = 1.0) -> dict:
+  """Blended Gram targets of the style images; ``{}`` when ``global_weight`` is 0.
 
   Args:
     layer_styles: optional ``{layer: style index}``: that layer's target is
       that style's Gram alone instead of the blend (scale control's naive
       variant: one style's fine scale, another's coarse scale).
-    global_weight: λ_global, the weight of these (unguided) style targets;
-      0 drops them (used with guided targets, see :func:`make_guided_targets`).
+    global_weight: a factor on every scale (λ_global in guided runs).
   """
-  feats = _features(params, jnp.asarray(content_image),
-                    tuple(content_layer_weights), pooling)
-  content = losses.content_targets(feats, content_layer_weights, normalization)
-  style = {}
-  if global_weight > 0:
-    grams = [style_grams(params, s, tuple(style_layer_weights), pooling)
-             for s in style_images]
-    if layer_styles:
-      grams = [{l: grams[layer_styles.get(l, 0)][l] for l in style_layer_weights}]
-      style_blend = [1.0]
-    style = losses.style_targets(grams, style_blend, style_layer_weights,
-                                 normalization)
-    style = {k: losses.Target(t.value, t.scale * global_weight)
-             for k, t in style.items()}
-  return Targets(content, style)
+  if global_weight <= 0:
+    return {}
+  weights = layer_weights(style_layers, 'style layer')
+  blend = (tuple(1.0 / len(style_images) for _ in style_images) if style_blend is None
+           else tuple(style_blend))
+  grams = [style_grams(params, s, tuple(weights), pooling) for s in style_images]
+  if layer_styles:
+    grams = [{l: grams[layer_styles.get(l, 0)][l] for l in weights}]
+    blend = (1.0,)
+  style = losses.style_targets(grams, blend, weights, normalization)
+  return {k: losses.Target(t.value, t.scale * global_weight) for k, t in style.items()}
+
+
+def make_targets(params, content_image, style_images: Sequence, *,
+                 content_layers=PAPER_CONTENT_LAYERS, style_layers=PAPER_STYLE_LAYERS,
+                 style_blend=None, normalization: str = 'relative',
+                 pooling: str = 'max', layer_styles=None,
+                 global_weight: float = 1.0, guided: dict | None = None,
+                 statistic: str = 'gram') -> Targets:
+  """Content features and blended style Grams of one image, with their scales.
+
+  Args:
+    params: from :func:`nst_jax.load_vgg19`.
+    content_image: float RGB ``[H, W, 3]`` in [0, 1].
+    style_images: a list of style images (any sizes).
+    content_layers, style_layers: layer names (equal weights) or
+      ``{layer: weight}``; weights are normalised to sum to 1. Default: the
+      paper's (relu4_2; relu1_1 ... relu5_1).
+    style_blend: per style image, weights summing to 1 (default equal).
+    normalization: ``'relative'`` or ``'gatys'`` (see :mod:`nst_jax.losses`).
+    pooling: ``'max'`` or ``'avg'``; the loss uses the same.
+    layer_styles: ``{layer: style index}`` (see :func:`style_targets`).
+    global_weight: λ_global, the weight of the unguided style targets.
+    guided: ``{layer: GuidedTarget}`` from :func:`make_guided_targets`.
+    statistic: what ``guided`` compares, ``'gram'`` or ``'mean'``.
+  """
+  if statistic not in STATISTICS:
+    raise NSTError(f'unknown guided statistic {statistic!r}; use one of {STATISTICS}')
+  return Targets(
+      content=content_targets(params, content_image, content_layers,
+                              normalization=normalization, pooling=pooling),
+      style=style_targets(params, style_images, style_layers, style_blend=style_blend,
+                          normalization=normalization, pooling=pooling,
+                          layer_styles=layer_styles, global_weight=global_weight),
+      guided=guided or {}, pooling=pooling, statistic=statistic)
+
+
+class GuidedStyle(NamedTuple):
+  """The style side of guided targets at one layer (shared by content images)."""
+  value: jax.Array      # [R, C, C] guided Grams (or [R, C] means) of region r's style
+  empty: jax.Array      # bool [R]: region r's style mask is empty at this layer
+
+
+def guided_style_side(params, style_images, style_guidances, region_styles,
+                      style_layers, *, mode='simple', extra=0, statistic='gram',
+                      pooling='max') -> dict[str, GuidedStyle]:
+  """Per layer, region r's statistic on style ``region_styles[r]`` inside its mask r."""
+  weights = layer_weights(style_layers, 'style layer')
+  layers = tuple(weights)
+  per_style = {}
+  for s in sorted(set(region_styles)):
+    per_style[s] = (features(params, style_images[s], layers, pooling),
+                    guidance_lib.layer_guidance(style_guidances[s], layers, mode, extra))
+  stat = guidance_lib.guided_gram if statistic == 'gram' else guidance_lib.guided_mean
+  out = {}
+  for name in layers:
+    values, empty = [], []
+    for r, s in enumerate(region_styles):
+      feats, t = per_style[s]
+      values.append(stat(feats[name], t[name][..., r:r + 1])[0])
+      empty.append(guidance_lib.empty_regions({name: t[name][..., r:r + 1]})[name][0])
+    out[name] = GuidedStyle(jnp.stack(values), jnp.stack(empty))
+  return out
+
+
+def guided_targets(style_side: Mapping[str, GuidedStyle], content_guidance,
+                   region_weights, style_layers, *, mode='simple', extra=0,
+                   normalization='relative') -> tuple[dict, dict]:
+  """Guided targets for one content image from the shared style side.
+
+  Returns:
+    ``({layer: GuidedTarget}, {layer: bool [R]})``: the targets, and which
+    regions are skipped as empty (in the content or its style) per layer.
+    Skipped regions get scale 0. Nothing here syncs with the host.
+  """
+  weights = layer_weights(style_layers, 'style layer')
+  content_t = guidance_lib.layer_guidance(content_guidance, tuple(weights), mode, extra)
+  content_empty = guidance_lib.empty_regions(content_t)
+  lam = jnp.asarray(region_weights, jnp.float32)
+  out, skipped = {}, {}
+  for name, w in weights.items():
+    side = style_side[name]
+    empty = side.empty | content_empty[name]
+    if normalization == 'relative':
+      norm = jnp.sum((side.value * side.value).reshape(side.value.shape[0], -1), axis=1)
+      scale = lam * w * losses.safe_inverse(norm)
+    else:
+      scale = lam * w / (4.0 * side.value.shape[-1] ** 2)
+    out[name] = losses.GuidedTarget(side.value, jnp.where(empty, 0.0, scale),
+                                    content_t[name])
+    skipped[name] = empty
+  return out, skipped
 
 
 def make_guided_targets(params, content_guidance, style_images, style_guidances,
-                        region_styles, region_weights, *, style_layer_weights,
+                        region_styles, region_weights, *, style_layers=PAPER_STYLE_LAYERS,
                         mode='simple', extra=0, statistic='gram',
-                        normalization='relative', pooling='max'):
+                        normalization='relative', pooling='max') -> tuple[dict, dict]:
   """Per-region targets: region r of the content takes style ``region_styles[r]``.
 
   Args:
-    content_guidance: ``[H, W, R]`` masks of the content (at stage size).
+    content_guidance: ``[H, W, R]`` masks of the content (at its size).
     style_images: the style images.
     style_guidances: per style image, its ``[H_s, W_s, R]`` masks.
     region_styles: per region, the index of its style image.
     region_weights: λ_r per region (normalised to sum 1 by the caller).
 
   Returns:
-    ``({layer: GuidedTarget}, [(layer, region, where)] skipped as empty)``.
+    ``({layer: GuidedTarget}, {layer: bool [R] skipped as empty})``; pass the
+    first to :func:`make_targets` as ``guided=``.
   """
-  layers = tuple(style_layer_weights)
-  content_t = guidance_lib.layer_guidance(content_guidance, layers, mode, extra)
-  per_style = {}
-  for s in sorted(set(region_styles)):
-    feats = _features(params, jnp.asarray(style_images[s]), layers, pooling)
-    t = guidance_lib.layer_guidance(style_guidances[s], layers, mode, extra)
-    per_style[s] = (feats, t)
-  stat = guidance_lib.guided_gram if statistic == 'gram' else guidance_lib.guided_mean
-  out, skipped = {}, []
-  for name, w in style_layer_weights.items():
-    values, scales = [], []
-    for r, s in enumerate(region_styles):
-      feats, t = per_style[s]
-      a = stat(feats[name], t[name][..., r:r + 1])[0]
-      empty_style = float(jnp.sum(t[name][..., r] ** 2)) <= 0
-      empty_content = float(jnp.sum(content_t[name][..., r] ** 2)) <= 0
-      if empty_style or empty_content:
-        skipped.append((name, r, 'content' if empty_content else f'style {s + 1}'))
-        scale = 0.0
-      elif normalization == 'relative':
-        norm = float(jnp.sum(a * a))
-        scale = region_weights[r] * w / norm if norm > 0 else 0.0
-      else:
-        scale = region_weights[r] * w / (4.0 * a.shape[-1] ** 2)
-      values.append(a)
-      scales.append(scale)
-    out[name] = losses.GuidedTarget(jnp.stack(values), jnp.asarray(scales, jnp.float32),
-                                    content_t[name])
-  return out, skipped
+  side = guided_style_side(params, style_images, style_guidances, region_styles,
+                           style_layers, mode=mode, extra=extra, statistic=statistic,
+                           pooling=pooling)
+  return guided_targets(side, content_guidance, region_weights, style_layers,
+                        mode=mode, extra=extra, normalization=normalization)
 
 
 def loss_terms(params, image, targets: Targets, weights: LossWeights,
-               pooling: str = 'max', statistic: str = 'gram', **vgg_options) -> dict:
+               **vgg_options) -> dict:
   """Weighted loss terms of ``image`` ([H, W, 3] in [0, 1]) and their total.
 
-  ``statistic`` is what guided targets compare: ``'gram'`` (guided Gram
-  matrices) or ``'mean'`` (guided feature means). ``vgg_options``:
-  ``remat``, ``activation_dtype`` (see :func:`nst_jax.vgg_features`).
+  ``vgg_options``: ``remat``, ``activation_dtype`` (see
+  :func:`nst_jax.vgg_features`); they change memory and speed, not the value.
   """
-  layers = tuple(dict.fromkeys(tuple(targets.content) + tuple(targets.style)
-                               + tuple(targets.guided)))
-  feats = vgg_features(params, image, layers, pooling, **vgg_options)
+  feats = vgg.vgg_features(params, image, targets.layers, targets.pooling,
+                           **vgg_options)
   style = losses.style_loss(feats, targets.style)
   if targets.guided:
-    style = style + losses.guided_style_loss(feats, targets.guided, statistic)
+    style = style + losses.guided_style_loss(feats, targets.guided, targets.statistic)
   terms = {
       'content': weights.content * losses.content_loss(feats, targets.content),
       'style': weights.style * style,
@@ -155,6 +279,12 @@ def pixels_to_image(pixels: jax.Array) -> jax.Array:
 
 
 def total_loss(pixels, params, targets: Targets, weights: LossWeights,
-               pooling: str = 'max', statistic: str = 'gram', **vgg_options) -> jax.Array:
+               **vgg_options) -> jax.Array:
+  """α L_content + β L_style + γ L_tv of the image ``clip(pixels, 0, 1)``.
+
+  Example:
+    >>> loss = lambda x: total_loss(x, params, targets, LossWeights(1.0, 100.0, 0.0))
+    >>> value, grad = jax.value_and_grad(loss)(x)
+  """
   return loss_terms(params, pixels_to_image(pixels), targets, weights,
-                    pooling, statistic, **vgg_options)['total']
+                    **vgg_options)['total']

@@ -1,4 +1,4 @@
-"""Posters: physical sizes, DPI, derived coarse-to-fine schedules, 16-bit files.
+"""Posters: physical sizes, DPI and the derived coarse-to-fine schedule.
 
 ``poster='A2'`` (ISO A0-A6, B1-B4, letter, legal, tabloid) or
 ``print_size='60x40cm'`` / ``'24x18in'`` with ``dpi`` gives the final pixel
@@ -7,16 +7,12 @@ either orientation. :func:`schedule` then derives the stages: it doubles
 from ``start`` px up to the final long side, with fewer steps at each finer
 stage (the coarse stages settle the composition; fine ones add detail).
 
-:func:`write_png16` and :func:`write_tiff16` write 16-bit-per-channel RGB
-with the DPI recorded (pHYs chunk / X-YResolution tags); Pillow cannot write
-16-bit RGB, so both are small self-contained encoders (zlib, struct).
+The 16-bit PNG/TIFF writers are in :mod:`nst_jax.image_io`.
 """
 
 from __future__ import annotations
 
 import re
-import struct
-import zlib
 
 import numpy as np
 
@@ -90,63 +86,3 @@ def schedule(final_long: int, start: int = 512, first_steps: int = 300,
   sizes.append(final_long)
   steps = [max(min_steps, first_steps >> i) for i in range(len(sizes))]
   return list(zip(sizes, steps))
-
-
-# --------------------------------------------------------------------------
-# 16-bit writers.
-# --------------------------------------------------------------------------
-
-
-def to_uint16(image) -> np.ndarray:
-  return np.round(np.clip(np.asarray(image, np.float64), 0, 1) * 65535).astype(np.uint16)
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-  return (struct.pack('>I', len(data)) + kind + data +
-          struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff))
-
-
-def write_png16(f, image, dpi: float | None = None) -> None:
-  """16-bit RGB PNG (colour type 2, bit depth 16), pHYs = ``dpi`` if given."""
-  a = to_uint16(image)
-  h, w, _ = a.shape
-  raw = np.empty((h, 1 + w * 6), np.uint8)
-  raw[:, 0] = 0                                              # filter: none
-  raw[:, 1:] = a.astype('>u2').view(np.uint8).reshape(h, w * 6)
-  f.write(b'\x89PNG\r\n\x1a\n')
-  f.write(_png_chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 16, 2, 0, 0, 0)))
-  if dpi:
-    ppm = int(round(dpi / 0.0254))
-    f.write(_png_chunk(b'pHYs', struct.pack('>IIB', ppm, ppm, 1)))
-  f.write(_png_chunk(b'IDAT', zlib.compress(raw.tobytes(), 6)))
-  f.write(_png_chunk(b'IEND', b''))
-
-
-def write_tiff16(f, image, dpi: float | None = None) -> None:
-  """Baseline uncompressed 16-bit RGB TIFF (little-endian) with resolution tags."""
-  a = to_uint16(image)
-  h, w, _ = a.shape
-  data = a.astype('<u2').tobytes()
-  # Layout: header (8) | BitsPerSample (6) | XRes (8) | YRes (8) | IFD | pixels.
-  bits_off, xres_off, yres_off, ifd_off = 8, 14, 22, 30
-  n_entries = 12
-  data_off = ifd_off + 2 + 12 * n_entries + 4
-  entries = [  # (tag, type: 3 SHORT / 4 LONG / 5 RATIONAL, count, value or offset)
-      (256, 4, 1, w), (257, 4, 1, h), (258, 3, 3, bits_off), (259, 3, 1, 1),
-      (262, 3, 1, 2), (273, 4, 1, data_off), (277, 3, 1, 3), (278, 4, 1, h),
-      (279, 4, 1, len(data)), (282, 5, 1, xres_off), (283, 5, 1, yres_off),
-      (296, 3, 1, 2),                                         # unit: inch
-  ]
-  res = struct.pack('<II', int(round((dpi or 72) * 1000)), 1000)
-  out = bytearray(b'II*\x00' + struct.pack('<I', ifd_off))
-  out += struct.pack('<HHH', 16, 16, 16) + res + res
-  out += struct.pack('<H', n_entries)
-  for tag, typ, count, value in entries:
-    if typ == 3 and count == 1:
-      out += struct.pack('<HHIHH', tag, typ, count, value, 0)
-    else:
-      out += struct.pack('<HHII', tag, typ, count, value)
-  out += struct.pack('<I', 0)                                 # no next IFD
-  assert len(out) == data_off
-  f.write(bytes(out))
-  f.write(data)

@@ -1,25 +1,28 @@
-"""Host-side reporting between compiled chunks: progress bar, loss log, plot.
+"""Host-side reporting between compiled chunks: progress line, loss log, plot.
 
 The loss log is JSON Lines, one record per optimiser step::
 
   {"stage": 0, "size": [170, 256], "step": 12, "loss": 31.2, "evaluations": 1}
 
-plus, at every chunk end, a record with ``"terms"`` (content, style, tv,
-total at the chunk's final image) and ``"elapsed_s"``.
+(for a batch, ``loss`` is the mean over its images and ``losses`` lists
+them), plus, at every chunk end, a record with ``"terms"`` (content, style,
+tv, total at the chunk's final image, batch mean) and ``"elapsed_s"``, and at
+every stage start an ``"event": "stage_start"`` record with the compile time.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 
 import numpy as np
-from PIL import Image, ImageDraw
 
-from nst_jax.weights import atomic_write
+from nst_jax.engine import Hook
+from nst_jax.files import atomic_write
+
+TERMS = ('content', 'style', 'tv', 'total')
 
 
 def _fmt_time(seconds: float) -> str:
@@ -31,16 +34,17 @@ def _fmt_time(seconds: float) -> str:
   return f'{h}:{m:02d}:{s:02d}' if h else f'{m:02d}:{s:02d}'
 
 
-class Reporter:
-  """Progress bar on stderr and an append-only JSONL loss log.
+class Reporter(Hook):
+  """Progress line on stderr and an append-only JSONL loss log (an engine hook).
 
   Args:
-    stages: ``(steps, pixels)`` per stage, for the overall ETA (later stages
-      are assumed to cost time in proportion to their pixel count).
+    stages: ``(steps, pixels)`` per stage of the plan, for the overall ETA
+      (a stage's time per step is assumed proportional to its pixels).
     log_path: JSONL path, or None for no log.
-    stream: where the bar goes; a TTY gets a redrawn line, anything else
+    stream: where the line goes; a TTY gets a redrawn line, anything else
       one line per chunk.
-    quiet: no bar at all.
+    quiet: no progress line at all.
+    previous: a resumed run's log records up to its checkpoint (for the plot).
   """
 
   def __init__(self, stages, log_path: str | None = None,
@@ -54,57 +58,68 @@ class Reporter:
     self.t0 = time.perf_counter()
     self.stage_t0 = self.t0
     self.stage_steps_done = 0
-    self.history: list[tuple[int, float]] = []   # (global step, loss)
-    self.stage_starts: list[int] = []
-    # Resumed run: the log's earlier per-step records, for the plot.
-    self._previous = [(r['stage'], r['loss']) for r in previous if 'loss' in r]
+    self.history: list[tuple[int, float]] = []          # (global step, loss)
+    self.terms_history: list[tuple[int, dict]] = []     # (global step, terms)
+    self.stage_starts: list[tuple[int, tuple]] = []     # (global step, (h, w))
+    # Resumed run: the log's earlier records, replayed into the plot's history.
+    self._previous = list(previous)
 
-  def skip_stage(self, steps: int):
+  def _replay(self, index: int, upto: int | None = None):
+    losses = [r for r in self._previous if r.get('stage') == index and 'loss' in r]
+    terms = [r for r in self._previous if r.get('stage') == index and 'terms' in r]
+    if upto is not None:
+      losses = losses[:upto]
+      terms = [r for r in terms if r['step'] <= upto]
+    self.history += [(self.done_steps + i + 1, r['loss']) for i, r in enumerate(losses)]
+    self.terms_history += [(self.done_steps + r['step'], r['terms']) for r in terms]
+
+  def stage_skipped(self, stage, stage_plan):
     """A stage finished before a resume: count it, replay its logged losses."""
-    index = len(self.stage_starts)
-    self.stage_starts.append(self.done_steps)
-    losses = [l for s, l in self._previous if s == index]
-    self.history += [(self.done_steps + i + 1, l) for i, l in enumerate(losses)]
-    self.done_steps += steps
+    self.stage_starts.append((self.done_steps, tuple(stage_plan.hw)))
+    self._replay(stage)
+    self.done_steps += stage_plan.steps
 
-  def start_stage(self, hw, steps: int, compile_s: float | None = None,
-                  resumed_at: int = 0):
-    """Begins the next stage (stages are counted here, across phases)."""
-    index = len(self.stage_starts)
-    num_stages = max(len(self.stages), index + 1)
-    self.stage, self.num_stages, self.hw, self.stage_total = index, num_stages, tuple(hw), steps
+  def stage_start(self, stage, stage_plan, batch, compile_s, resumed_at):
+    hw, steps = tuple(stage_plan.hw), stage_plan.steps
+    num_stages = max(len(self.stages), stage + 1)
+    self.stage, self.num_stages, self.hw, self.stage_total = stage, num_stages, hw, steps
+    self.batch = batch
     self.stage_t0 = time.perf_counter()
-    self.stage_starts.append(self.done_steps)
+    self.stage_starts.append((self.done_steps, hw))
     if resumed_at:
-      losses = [l for s, l in self._previous if s == index][:resumed_at]
-      self.history += [(self.done_steps + i + 1, l) for i, l in enumerate(losses)]
+      self._replay(stage, resumed_at)
       self.done_steps += resumed_at
     self.stage_steps_done = resumed_at
     self._resumed_at = resumed_at
-    self._write({'stage': index, 'event': 'stage_start', 'size': list(hw),
-                 'compile_s': None if compile_s is None else round(compile_s, 3),
+    self._write({'stage': stage, 'event': 'stage_start', 'size': list(hw),
+                 'batch': batch, 'compile_s': round(compile_s, 3),
                  'resumed_at': resumed_at})
     if not self.quiet:
-      extra = f', compiled in {compile_s:.1f}s' if compile_s is not None else ''
+      extra = f', compiled in {compile_s:.1f}s'
       if resumed_at:
         extra += f', resumed at step {resumed_at}'
-      self._line(f'stage {index + 1}/{num_stages}: {hw[1]}x{hw[0]} px, '
+      images = f' x {batch} images' if batch > 1 else ''
+      self._line(f'stage {stage + 1}/{num_stages}: {hw[1]}x{hw[0]} px{images}, '
                  f'{steps} steps{extra}', newline=True)
 
-  def chunk(self, losses, evaluations, terms: dict):
-    """Records one chunk's per-step losses and its final loss terms."""
-    losses = np.asarray(losses, np.float64)
-    evaluations = np.asarray(evaluations)
+  def chunk(self, stage, before, state, metrics, terms):
+    active = np.asarray(metrics.active)
+    losses = np.asarray(metrics.loss, np.float64)[active]          # [steps, B]
+    evaluations = np.asarray(metrics.evaluations)[active]
     for loss, ev in zip(losses, evaluations):
       self.done_steps += 1
       self.stage_steps_done += 1
-      self.history.append((self.done_steps, float(loss)))
-      self._write({'stage': self.stage, 'size': list(self.hw),
-                   'step': self.stage_steps_done, 'loss': float(loss),
-                   'evaluations': int(ev)})
+      mean = float(np.mean(loss))
+      self.history.append((self.done_steps, mean))
+      record = {'stage': stage, 'size': list(self.hw), 'step': self.stage_steps_done,
+                'loss': mean, 'evaluations': int(np.max(ev))}
+      if loss.size > 1:
+        record['losses'] = [float(x) for x in loss]
+      self._write(record)
+    terms = {k: float(v) for k, v in terms.items()}
+    self.terms_history.append((self.done_steps, terms))
     now = time.perf_counter()
-    self._write({'stage': self.stage, 'step': self.stage_steps_done,
-                 'terms': {k: float(v) for k, v in terms.items()},
+    self._write({'stage': stage, 'step': self.stage_steps_done, 'terms': terms,
                  'elapsed_s': round(now - self.t0, 3)})
     if self.quiet:
       return
@@ -123,7 +138,7 @@ class Reporter:
                f'{rate:.2f} it/s ETA {_fmt_time(eta)}',
                newline=not self.tty)
 
-  def end_stage(self):
+  def stage_end(self, stage, state):
     if self.tty and not self.quiet:
       self.stream.write('\n')
       self.stream.flush()
@@ -147,32 +162,45 @@ class Reporter:
       self.log = None
 
 
-def plot_losses(path: str, history, stage_starts, width=640, height=360) -> None:
-  """A log-scale loss curve with stage boundaries, drawn with Pillow (PNG)."""
-  img = Image.new('RGB', (width, height), 'white')
-  d = ImageDraw.Draw(img)
-  pts = [(s, l) for s, l in history if math.isfinite(l) and l > 0]
-  left, right, top, bottom = 60, width - 15, 25, height - 35
-  d.rectangle([left, top, right, bottom], outline='black')
-  d.text((left, 5), 'loss (log scale) per step; dashed: stage start', fill='black')
-  if pts:
-    steps = np.array([p[0] for p in pts], np.float64)
-    logs = np.log10(np.array([p[1] for p in pts], np.float64))
-    lo, hi = float(logs.min()), float(logs.max())
-    if hi - lo < 1e-9:
-      lo, hi = lo - 0.5, hi + 0.5
-    s0, s1 = float(steps.min()), float(max(steps.max(), steps.min() + 1))
-    x = left + (steps - s0) / (s1 - s0) * (right - left)
-    y = bottom - (logs - lo) / (hi - lo) * (bottom - top)
-    for start in stage_starts[1:]:
-      xs = left + (start - s0) / (s1 - s0) * (right - left)
-      for yy in range(top, bottom, 8):
-        d.line([(xs, yy), (xs, min(yy + 4, bottom))], fill=(150, 150, 150))
-    d.line(list(zip(x.tolist(), y.tolist())), fill=(200, 30, 30), width=2)
-    for frac in (0.0, 0.5, 1.0):
-      v = lo + frac * (hi - lo)
-      yy = bottom - frac * (bottom - top)
-      d.text((5, yy - 6), f'{10 ** v:.3g}', fill='black')
-    d.text((left, bottom + 8), f'step {int(s0)}', fill='black')
-    d.text((right - 70, bottom + 8), f'step {int(s1)}', fill='black')
-  atomic_write(path, lambda f: img.save(f, format='PNG'))
+def plot_losses(path: str, reporter: Reporter) -> list[str]:
+  """The loss curves of a run (PNG, matplotlib): one per term, log scale.
+
+  ``total`` per optimiser step, ``content``, ``style`` and ``tv`` (weighted,
+  as they enter the total) at every chunk end; each stage's start is a
+  dashed line labelled with its size — what a user looks at to tune α/β.
+  Returns the labels drawn (curves, then stage marks).
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
+  steps = [(s, l) for s, l in reporter.history if math.isfinite(l) and l > 0]
+  if steps:
+    ax.plot(*zip(*steps), color='black', lw=1.2, label='total (every step)')
+  colours = {'content': 'tab:blue', 'style': 'tab:red', 'tv': 'tab:green'}
+  for name, colour in colours.items():
+    pts = [(s, t[name]) for s, t in reporter.terms_history
+           if math.isfinite(t.get(name, math.nan)) and t.get(name, 0) > 0]
+    if pts:
+      ax.plot(*zip(*pts), color=colour, lw=1, marker='.', ms=4, label=name)
+  for k, (start, hw) in enumerate(reporter.stage_starts):
+    ax.axvline(start, color='grey', ls='--', lw=0.8)
+    ax.annotate(f'stage {k + 1}: {hw[1]}x{hw[0]}', (start, 1.0),
+                xycoords=('data', 'axes fraction'), xytext=(3, -12),
+                textcoords='offset points', fontsize=8, color='grey')
+  if steps or reporter.terms_history:
+    ax.set_yscale('log')
+  ax.set_xlabel('optimiser step (all stages)')
+  ax.set_ylabel('loss (weighted: α·content, β·style, γ·tv)')
+  ax.set_title('nst_jax loss per term')
+  labels = ax.get_legend_handles_labels()[1] + [t.get_text() for t in ax.texts]
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1.0), fontsize=8)
+  ax.grid(True, which='major', alpha=0.3)
+  fig.tight_layout()
+  try:
+    atomic_write(path, lambda f: fig.savefig(f, format='png'))
+  finally:
+    plt.close(fig)
+  return labels

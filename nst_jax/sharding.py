@@ -1,13 +1,18 @@
-"""One image across many devices: spatial sharding with GSPMD.
+"""Many devices: a batch of images over a 2-D mesh ``('b', 'h')``.
 
-The optimised image and every image-shaped leaf of the optimiser state are
-split into horizontal bands, one per device, along a 1-D mesh axis ``'h'``;
-VGG params and targets are replicated. XLA's SPMD partitioner then runs the
-same jitted loop on every device: convolutions exchange the halo rows they
-need with their neighbours, and the Gram matrices, means and losses become
-exact all-reduced global sums. Nothing is tiled approximately, so there are
-no seams and the result equals the single-device one up to float summation
-order (tested on 8 simulated CPU devices).
+``devices = n`` devices form a mesh of ``b x h`` with ``b = gcd(B, n)`` for a
+batch of ``B`` images: the batch axis is split over ``'b'`` (each device
+group optimises its own images, see :mod:`nst_jax.optim`) and every image is
+split into horizontal bands over ``'h'``. One image (``B = 1``) therefore uses
+all ``n`` devices for bands; a batch whose size ``n`` divides uses them all
+for images.
+
+Within a band group XLA's SPMD partitioner (GSPMD) runs the same jitted loop
+on every device: convolutions exchange the halo rows they need with their
+neighbours, and the Gram matrices, means and losses become exact all-reduced
+global sums. Nothing is tiled approximately, so there are no seams and the
+result equals the single-device one up to float summation order (tested on
+8 simulated CPU devices).
 
 Multi-host (a TPU pod slice or several GPU VMs): run the same command on
 every host with ``--multihost``; ``jax.distributed.initialize()`` connects
@@ -16,42 +21,63 @@ them and the mesh spans all their devices (see WORKSPACE.md).
 
 from __future__ import annotations
 
+import math
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from nst_jax.errors import NSTError
 
-AXIS = 'h'
+
+def device_count(num_devices: int) -> int:
+  """How many devices ``config.devices`` asks for (0 = all visible)."""
+  available = jax.device_count()
+  n = available if num_devices == 0 else num_devices
+  if n > available:
+    raise NSTError(f'config.devices={num_devices} but only {available} '
+                   f'{jax.devices()[0].platform} devices are visible')
+  return n
 
 
-def make_mesh(num_devices: int) -> Mesh | None:
-  """A 1-D mesh over ``num_devices`` devices (0 = all); None for one device."""
-  devices = jax.devices()
-  n = len(devices) if num_devices == 0 else num_devices
-  if n > len(devices):
-    raise NSTError(f'config.devices={num_devices} but only {len(devices)} '
-                   f'{devices[0].platform} devices are visible')
-  if n <= 1:
+def mesh_shape(num_devices: int, batch: int) -> tuple[int, int]:
+  """``(b, h)``: devices for the batch axis and for bands of one image."""
+  n = device_count(num_devices)
+  b = math.gcd(batch, n)
+  return b, n // b
+
+
+def make_mesh(num_devices: int, batch: int = 1) -> Mesh | None:
+  """The ``('b', 'h')`` mesh for a batch of ``batch`` images; None for one device."""
+  b, h = mesh_shape(num_devices, batch)
+  if b * h <= 1:
     return None
-  return Mesh(np.asarray(devices[:n]), (AXIS,))
+  return Mesh(np.asarray(jax.devices()[:b * h]).reshape(b, h), ('b', 'h'))
 
 
-def _leaf_sharding(mesh: Mesh, image_shape, leaf):
+def _spec(leaf, image_shape, batched: bool) -> P:
   shape = np.shape(leaf)
+  spec = [None] * len(shape)
+  if batched and shape:
+    spec[0] = 'b'
   k = len(image_shape)
-  if len(shape) >= k and tuple(shape[-k:]) == tuple(image_shape):
-    spec = [None] * len(shape)
-    spec[len(shape) - k] = AXIS          # the image's H axis
-    return NamedSharding(mesh, P(*spec))
-  return NamedSharding(mesh, P())
+  if k and len(shape) > k and tuple(shape[-k:]) == tuple(image_shape):
+    spec[len(shape) - k] = 'h'               # the image's rows
+  return P(*spec)
 
 
-def shard_state(state, mesh: Mesh, image_shape):
-  """Places image-shaped leaves in bands over the mesh, the rest replicated."""
-  return jax.tree.map(lambda x: jax.device_put(x, _leaf_sharding(mesh, image_shape, x)),
-                      state)
+def place(tree, mesh: Mesh | None, image_shape=(), batched: bool = True):
+  """Puts every leaf on the mesh: axis 0 over ``'b'`` (if ``batched``), the
+  rows of image-shaped trailing dims (``image_shape`` = (H, W, C)) over ``'h'``,
+  the rest replicated. Identity without a mesh."""
+  if mesh is None:
+    return tree
+  return jax.tree.map(
+      lambda x: jax.device_put(x, NamedSharding(mesh, _spec(x, image_shape, batched))),
+      tree)
 
 
-def replicate(tree, mesh: Mesh):
+def replicate(tree, mesh: Mesh | None):
+  if mesh is None:
+    return tree
   return jax.device_put(tree, NamedSharding(mesh, P()))

@@ -22,10 +22,26 @@ import jax.numpy as jnp
 from jax import lax
 
 from nst_jax.errors import NSTError
-from nst_jax.weights import VGG19_BLOCKS
 
 # The mean pixel of the Caffe VGG training set, in BGR order, 0-255 scale.
 MEAN_PIXEL_BGR = (103.939, 116.779, 123.68)
+
+# The architecture: (block, number of 3x3 convs) and each block's channels.
+# Every conv is followed by a ReLU, every block by a 2x2 stride-2 pooling.
+VGG19_BLOCKS = ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
+BLOCK_CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
+CONV_NAMES = tuple(f'conv{b}_{i}' for b, n in VGG19_BLOCKS
+                   for i in range(1, n + 1))
+
+
+def conv_shapes() -> dict[str, tuple[int, int, int, int]]:
+  """HWIO kernel shape of every VGG19 conv layer."""
+  shapes, cin = {}, 3
+  for b, n in VGG19_BLOCKS:
+    for i in range(1, n + 1):
+      shapes[f'conv{b}_{i}'] = (3, 3, cin, BLOCK_CHANNELS[b])
+      cin = BLOCK_CHANNELS[b]
+  return shapes
 
 
 def _layer_names() -> tuple[str, ...]:
@@ -54,8 +70,7 @@ def check_layers(layers: Iterable[str], what: str = 'layer') -> list[str]:
 
 def layer_channels(name: str) -> int:
   """Number of channels of a layer's activation."""
-  block = int(name[4])  # 'conv3_1', 'relu3_1', 'pool3' -> 3
-  return {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}[block]
+  return BLOCK_CHANNELS[int(name[4])]   # 'conv3_1', 'relu3_1', 'pool3' -> 3
 
 
 def layer_stride(name: str) -> int:

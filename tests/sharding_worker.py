@@ -16,30 +16,40 @@ from nst_jax import config as cl, image_io, objective, optim, sharding  # noqa: 
 
 def main():
   params = nst_jax.load_vgg19()
-  spec = cl.validate(cl.get_default_config())
   content = image_io.resize(image_io.load_image(cl.asset('chelsea.png')), (64, 96))
   style = image_io.resize(image_io.load_image(cl.asset('starry_night.jpg')), (76, 96))
-  targets = objective.make_targets(
-      params, content, [style], content_layer_weights=spec.content_layer_weights,
-      style_layer_weights=spec.style_layer_weights, style_blend=(1.0,))
-  weights = objective.LossWeights(jnp.float32(1), jnp.float32(100), jnp.float32(0))
-  x = jnp.asarray(np.random.default_rng(0).uniform(size=(64, 96, 3)).astype(np.float32))
-  vg = jax.jit(jax.value_and_grad(lambda p, c: objective.total_loss(p, *c)))
+  targets = objective.make_targets(params, content, [style])
+  weights = objective.LossWeights(1.0, 100.0, 0.0)
+  x = jnp.asarray(np.random.default_rng(0).uniform(size=(1, 64, 96, 3)).astype(np.float32))
+  vg = jax.jit(jax.value_and_grad(lambda p, c: objective.total_loss(p[0], *c)))
   v1, g1 = vg(x, (params, targets, weights))
-  mesh = sharding.make_mesh(0)
-  xs = sharding.shard_state(x, mesh, x.shape)
+  mesh = sharding.make_mesh(0, batch=1)
+  xs = sharding.place(x, mesh, x.shape[1:])
   cs = sharding.replicate((params, targets, weights), mesh)
   v8, g8 = vg(xs, cs)
   hlo = vg.lower(xs, cs).compile().as_text()
   opt = optim.make_optimizer('lbfgs')
-  run = optim.make_chunk_fn(lambda p, c: objective.total_loss(p, *c), opt, 2)
-  state = sharding.shard_state(optim.init_state(opt, x), mesh, x.shape)
-  state, _ = run(state, cs, jnp.int32(2))
+  run = optim.make_chunk_fn(lambda p, s, t: objective.total_loss(p, s[0], t, s[1]), opt, 2,
+                            mesh)
+  state = sharding.place(optim.init_state(opt, x), mesh, x.shape[1:])
+  state, _ = run(state, (sharding.replicate((params, weights), mesh),
+                         sharding.place(jax.tree.map(lambda a: a[None], targets), mesh)),
+                 jnp.int32(2))
   kw = dict(sizes=(96,), steps=(5,), params=params, quiet=True)
   single = nst_jax.stylize(cl.asset('chelsea.png'), cl.asset('starry_night.jpg'), devices=1, **kw)
   multi = nst_jax.stylize(cl.asset('chelsea.png'), cl.asset('starry_night.jpg'), devices=0, **kw)
+  # A batch of 2 over 8 devices: mesh b=2 (an image per device group) x h=4 bands.
+  folder = os.path.join(os.environ['WORK'], 'photos')
+  os.makedirs(folder, exist_ok=True)
+  cat = image_io.load_image(cl.asset('chelsea.png'))
+  image_io.save_image(os.path.join(folder, 'a.png'), cat)
+  image_io.save_image(os.path.join(folder, 'b.png'), cat[:, ::-1])
+  batch_single = nst_jax.stylize(folder, cl.asset('starry_night.jpg'), devices=1, **kw)
+  batch_multi = nst_jax.stylize(folder, cl.asset('starry_night.jpg'), devices=0, **kw)
+  batch_mesh = sharding.mesh_shape(0, 2)
   print(json.dumps({
       'devices': jax.device_count(),
+      'state_is_batched': list(state.pixels.shape),
       'loss_rel': float(abs(v8 - v1) / abs(v1)),
       'grad_rel': float(jnp.linalg.norm(g8 - g1) / jnp.linalg.norm(g1)),
       'grad_sharding': str(g8.sharding.spec),
@@ -48,6 +58,9 @@ def main():
       'all_reduce': 'all-reduce' in hlo,
       'run_max_diff': float(np.abs(single - multi).max()),
       'run_shape': list(multi.shape),
+      'batch_mesh': list(batch_mesh),
+      'batch_max_diff': max(float(np.abs(a - b).max())
+                            for a, b in zip(batch_single, batch_multi)),
   }))
 
 

@@ -86,3 +86,38 @@ def test_console_script_runs_every_config_from_any_directory(tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     # The config loaded and validated; the run stops at the missing content image.
     assert r.returncode == 2 and 'image not found: /nonexistent.png' in last, (path, last)
+
+
+def test_cli_list_fields_take_absolute_paths_with_spaces(tmp_path, vgg_params, assets):
+  """--config.styles=/abs/my styles/a b.jpg,/abs/c.jpg (ml_collections' tuple
+  parser alone fails on both); the run uses exactly those two styles."""
+  import shutil
+  styles_dir = tmp_path / 'my styles'
+  styles_dir.mkdir()
+  a = styles_dir / 'starry night.jpg'
+  shutil.copy(assets['starry_night.jpg'], a)
+  b = tmp_path / 'scream.jpg'
+  shutil.copy(assets['the_scream.jpg'], b)
+  work = tmp_path / 'w'
+  r = _run([f'--workdir={work}', '--config.sizes=32', '--config.steps=1',
+            f'--config.styles={a},{b}', '--config.style_layers=relu1_1,relu2_1',
+            '--config.content_guidance=halves_x', '--config.style_guidance=whole, halves_x'])
+  assert r.returncode == 0, r.stderr[-2000:]
+  cfg = json.load(open(work / 'config.json'))
+  assert cfg['styles'] == [str(a), str(b)]
+  assert cfg['style_layers'] == ['relu1_1', 'relu2_1']
+  assert cfg['style_guidance'] == ['whole', 'halves_x']
+  # The tuple syntax still works, and `--flag value` too.
+  r = _run([f'--workdir={work}2', '--config.sizes=32', '--config.steps=1',
+            '--config.styles', f'("{a}",)'])
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert json.load(open(f'{work}2/config.json'))['styles'] == [str(a)]
+
+
+@pytest.mark.parametrize('args', [['stray_argument'], ['--no_such_flag']])
+def test_cli_misuse_is_one_error_line(args, tmp_path):
+  r = _run([f'--workdir={tmp_path}/w', *args])
+  assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+  lines = r.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: '), lines
+  assert args[0].lstrip('-').split('=')[0] in lines[0]

@@ -72,3 +72,15 @@ def test_histogram_control_runs_in_content_colours(vgg_params, assets):
   content = image_io.load_image(assets['chelsea.png']).reshape(-1, 3).mean(0)
   assert (np.linalg.norm(matched.reshape(-1, 3).mean(0) - content)
           < np.linalg.norm(plain.reshape(-1, 3).mean(0) - content))
+
+
+def test_luminance_swap_keeps_the_stylised_luminance(vgg_params, assets):
+  """The post-hoc swap takes Y of the stylised image (not its red channel)."""
+  kw = dict(params=vgg_params, sizes=(48,), steps=(8,))
+  plain = nst_jax.stylize(assets['chelsea.png'], assets['the_scream.jpg'], **kw)
+  swap = nst_jax.stylize(assets['chelsea.png'], assets['the_scream.jpg'],
+                         color_control='luminance_swap', **kw)
+  y_plain, y_swap = color.luminance(plain), color.luminance(swap)
+  # Y only moves where the content's chroma forces a clamp into [0, 1].
+  assert np.abs(y_swap - y_plain).mean() < 0.01
+  assert np.abs(y_swap - y_plain).mean() < 0.2 * np.abs(y_swap - plain[..., :1]).mean()

@@ -18,11 +18,11 @@ def _cfg(**kw):
 def test_defaults_validate_and_normalise():
   spec = config_lib.validate(_cfg())
   assert [s.long_side for s in spec.stages] == [256, 512]
-  assert list(spec.style_layer_weights) == ['relu1_1', 'relu2_1', 'relu3_1',
+  assert list(spec.loss.style_layer_weights) == ['relu1_1', 'relu2_1', 'relu3_1',
                                             'relu4_1', 'relu5_1']
-  assert math.isclose(sum(spec.style_layer_weights.values()), 1.0)
-  assert spec.content_layer_weights == {'relu4_2': 1.0}
-  assert spec.style_blend == (1.0,)
+  assert math.isclose(sum(spec.loss.style_layer_weights.values()), 1.0)
+  assert spec.loss.content_layer_weights == {'relu4_2': 1.0}
+  assert spec.loss.style_blend == (1.0,)
 
 
 def test_steps_broadcast_and_styles_split():
@@ -30,7 +30,7 @@ def test_steps_broadcast_and_styles_split():
                                   style_blend_weights=(1.0, 3.0)))
   assert [s.steps for s in spec.stages] == [7, 7]
   assert spec.styles == ('a.jpg', 'b.jpg')
-  assert spec.style_blend == (0.25, 0.75)
+  assert spec.loss.style_blend == (0.25, 0.75)
 
 
 @pytest.mark.parametrize('field, value, match', [

@@ -8,17 +8,13 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax import config as config_lib
 from nst_jax import image_io, objective
 
 
 def _style_distance(params, image, style, layers):
   """Σ_l relative Gram error of ``image`` against ``style`` (style loss, β=1)."""
-  spec = config_lib.validate(config_lib.get_default_config())
-  t = objective.make_targets(params, image, [style],
-                             content_layer_weights=spec.content_layer_weights,
-                             style_layer_weights=layers, style_blend=(1.0,))
-  w = objective.LossWeights(jnp.float32(0), jnp.float32(1), jnp.float32(0))
+  t = objective.make_targets(params, image, [style], style_layers=layers)
+  w = objective.LossWeights(0.0, 1.0, 0.0)
   return float(objective.loss_terms(params, jnp.asarray(image), t, w)['style'])
 
 

@@ -63,8 +63,18 @@ def test_tiff16_roundtrip_and_dpi(tmp_path, rng):
   image_io.save_image(path, img, bits=16, dpi=150)
   data = open(path, 'rb').read()
   assert data[:4] == b'II*\x00'
+  # Our own reading of the first IFD: 16 bits x 3, uncompressed, one strip.
+  (ifd,) = struct.unpack('<I', data[4:8])
+  (count,) = struct.unpack('<H', data[ifd:ifd + 2])
+  tags = {}
+  for i in range(count):
+    tag, typ, n, value = struct.unpack('<HHII', data[ifd + 2 + 12 * i:ifd + 14 + 12 * i])
+    tags[tag] = value & 0xffff if typ == 3 and n == 1 else value
+  assert tags[259] == 1 and tags[277] == 3                  # no compression, RGB
+  bits = struct.unpack('<HHH', data[tags[258]:tags[258] + 6])
+  assert bits == (16, 16, 16)
   expected = np.round(img.astype(np.float64) * 65535).astype('<u2')
-  assert data.endswith(expected.tobytes())
+  assert data[tags[273]:tags[273] + tags[279]] == expected.tobytes()
   with Image.open(path) as im:
     assert im.size == (6, 5)
     assert tuple(float(x) for x in im.info['dpi']) == pytest.approx((150, 150))

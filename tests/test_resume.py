@@ -19,8 +19,8 @@ ARGS = ['--config=configs/default.py', '--config.sizes=64,96', '--config.steps=3
         '--config.seed=5', '--quiet']
 
 
-def _cmd(workdir, *extra):
-  return [sys.executable, '-m', 'nst_jax', *ARGS, f'--workdir={workdir}', *extra]
+def _cmd(workdir, *extra, args=ARGS):
+  return [sys.executable, '-m', 'nst_jax', *args, f'--workdir={workdir}', *extra]
 
 
 def _env():
@@ -109,3 +109,44 @@ def test_checkpoint_of_another_config_is_refused(reference, tmp_path):
   r = subprocess.run(_cmd(tmp_path, '--config.style_weight=7', '--config.resume=False'),
                      cwd=ROOT, env=_env(), capture_output=True, text=True)
   assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_batch_kill9_then_resume_is_bit_identical(tmp_path, assets):
+  """A folder of two photos of different aspect (two phases): kill -9 in the
+  second phase, rerun: every output equals the uninterrupted run's."""
+  folder = tmp_path / 'photos'
+  folder.mkdir()
+  cat = Image.open(assets['chelsea.png']).convert('RGB')
+  cat.save(folder / 'cat.png')
+  cat.transpose(Image.ROTATE_90).save(folder / 'cat_rotated.png')
+  args = [a for a in ARGS if not a.startswith(('--config.sizes', '--config.steps'))]
+  extra = [f'--config.content={folder}', '--config.sizes=48', '--config.steps=24']
+  cmd = lambda work: _cmd(work, *extra, args=args)
+  ref = tmp_path / 'ref'
+  r = subprocess.run(cmd(ref), cwd=ROOT, env=_env(), capture_output=True, text=True)
+  assert r.returncode == 0, r.stderr[-2000:]
+  work = tmp_path / 'work'
+  p = subprocess.Popen(cmd(work), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+  ckpt_dir = os.path.join(work, 'checkpoints')
+
+  def in_second_phase():   # checkpoints are named by global step; phase 1 has 24
+    names = os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []
+    return any(n.isdigit() and int(n) > 24 for n in names)
+
+  t0 = time.time()
+  while time.time() - t0 < 300 and p.poll() is None and not in_second_phase():
+    time.sleep(0.05)
+  time.sleep(0.3)
+  killed = p.poll() is None
+  if killed:
+    p.send_signal(signal.SIGKILL)
+  p.communicate(timeout=300)
+  assert killed, 'the run ended before it could be killed'
+  r = subprocess.run(cmd(work), cwd=ROOT, env=_env(), capture_output=True, text=True)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert 'resuming from stage 2' in r.stderr
+  for name in ('cat.png', 'cat_rotated.png'):
+    np.testing.assert_array_equal(np.asarray(Image.open(work / 'batch' / name)),
+                                  np.asarray(Image.open(ref / 'batch' / name)))
+  np.testing.assert_array_equal(_final_pixels(work)[1], _final_pixels(ref)[1])

@@ -4,8 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import nst_jax
-from nst_jax import config as config_lib
-from nst_jax import image_io, losses, objective, pipeline, progress
+from nst_jax import image_io, objective
 
 LOW = ('relu1_1', 'relu2_1')
 HIGH = ('relu4_1', 'relu5_1')
@@ -20,12 +19,11 @@ def _dist(ga, gb, layers):
 
 
 def test_scale_mix_takes_fine_from_a_and_coarse_from_b(vgg_params, assets):
-  c = pipeline.make_config(scale_fine_style=assets['starry_night.jpg'],
-                           scale_coarse_style=assets['the_scream.jpg'],
-                           scale_size=64, scale_steps=40, scale_color_match=False,
-                           mode='scale_mix')
-  spec = config_lib.validate(c)
-  mixed = pipeline.mix_scales(spec, vgg_params, progress.Reporter([(40, 64 * 64)], quiet=True))
+  mixed = nst_jax.stylize(assets['chelsea.png'], assets['starry_night.jpg'],
+                          params=vgg_params, scale_fine_style=assets['starry_night.jpg'],
+                          scale_coarse_style=assets['the_scream.jpg'],
+                          scale_size=64, scale_steps=40, scale_color_match=False,
+                          mode='scale_mix')
   a = image_io.load_image(assets['starry_night.jpg'])
   b = image_io.load_image(assets['the_scream.jpg'])
   a = image_io.resize(a, image_io.fit_long_side(a.shape[:2], 64))
@@ -41,8 +39,8 @@ def test_naive_variant_takes_each_layer_from_its_style(vgg_params, assets):
   b = image_io.resize(image_io.load_image(assets['the_scream.jpg']), (50, 40))
   content = jnp.full((32, 32, 3), 0.5)
   layers = {'relu1_1': 0.5, 'relu4_1': 0.5}
-  t = objective.make_targets(vgg_params, content, [a, b], content_layer_weights={'relu4_2': 1.0},
-                             style_layer_weights=layers, style_blend=(0.5, 0.5),
+  t = objective.make_targets(vgg_params, content, [a, b], content_layers={'relu4_2': 1.0},
+                             style_layers=layers, style_blend=(0.5, 0.5),
                              layer_styles={'relu1_1': 0, 'relu4_1': 1})
   for layer, image, other in (('relu1_1', a, b), ('relu4_1', b, a)):
     want = _grams(vgg_params, image, [layer])[layer]

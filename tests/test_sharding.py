@@ -1,4 +1,4 @@
-"""One image over 8 simulated CPU devices equals the single-device result."""
+"""One image (and a batch) over 8 simulated CPU devices equals the single-device result."""
 
 import json
 import os
@@ -11,8 +11,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.mark.slow
-def test_spatial_sharding_matches_single_device(vgg_params):
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+def test_spatial_sharding_matches_single_device(vgg_params, tmp_path):
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             WORK=str(tmp_path))
   r = subprocess.run([sys.executable, os.path.join(HERE, 'sharding_worker.py')],
                      env=env, capture_output=True, text=True, timeout=900)
   assert r.returncode == 0, r.stderr[-3000:]
@@ -26,3 +27,6 @@ def test_spatial_sharding_matches_single_device(vgg_params):
   # A short L-BFGS run ends at the same image (float summation order only).
   assert res['run_shape'] == [64, 96, 3]
   assert res['run_max_diff'] < 1e-2, res
+  # A batch of two: data parallel over 'b' and bands over 'h' at once.
+  assert res['batch_mesh'] == [2, 4]
+  assert res['batch_max_diff'] < 1e-2, res

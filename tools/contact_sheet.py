@@ -51,11 +51,11 @@ def contact_sheet(items, cols: int = 4, height: int = 200, pad: int = 8,
 
 
 def _load(spec: str) -> np.ndarray:
-  from nst_jax import guidance, image_io
+  from nst_jax import image_io, masks
   if spec.startswith('mask:'):
     mask_spec, _, like = spec[5:].partition('@')
     hw = image_io.load_image(like).shape[:2] if like else (200, 300)
-    return mask_picture(guidance.load_guidance(mask_spec, hw))
+    return mask_picture(masks.load_guidance(mask_spec, hw))
   return image_io.load_image(spec)
 
 
@@ -67,7 +67,7 @@ def main():
   p.add_argument('--height', type=int, default=200)
   args = p.parse_args()
   from nst_jax.errors import NSTError
-  from nst_jax.weights import atomic_write
+  from nst_jax.files import atomic_write
   try:
     items = []
     for item in args.items:

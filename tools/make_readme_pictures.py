@@ -25,13 +25,13 @@ from contact_sheet import contact_sheet, mask_picture  # pylint: disable=g-impor
 
 def _run(name, size, steps, params, **overrides):
   import nst_jax
-  from nst_jax import pipeline
+  import nst_jax
   config = importlib.import_module(f'configs.{name}').get_config()
   config.sizes, config.steps = (size,), (steps,)
   for k, v in overrides.items():
     config[k] = v
   work = tempfile.mkdtemp(prefix=f'nst_{name}_')
-  image = pipeline.run(config, work, params=params, quiet=True)
+  image = nst_jax.run(config, work, params=params, quiet=True)
   del nst_jax
   return config, image, work
 
@@ -43,7 +43,7 @@ def main():
   p.add_argument('--only', nargs='*')
   args = p.parse_args()
   import nst_jax
-  from nst_jax import guidance, image_io
+  from nst_jax import image_io, masks
   params = nst_jax.load_vgg19()
   out_dir = os.path.join(ROOT, 'docs', 'images')
   os.makedirs(out_dir, exist_ok=True)
@@ -63,14 +63,14 @@ def main():
     if name == 'spatial':
       sheet(name, [('content', content),
                    ('content guidance (horizon:0.5)', mask_picture(
-                       guidance.load_guidance(config.content_guidance, content.shape[:2]))),
+                       masks.load_guidance(config.content_guidance, content.shape[:2]))),
                    ('style', styles[0]),
                    ('style guidance (horizon:0.65)', mask_picture(
-                       guidance.load_guidance(config.style_guidance[0], styles[0].shape[:2]))),
+                       masks.load_guidance(config.style_guidance[0], styles[0].shape[:2]))),
                    ('result: guided Grams', image)], cols=5)
     elif name == 'two_style_regions':
       sheet(name, [('content', content), ('regions (halves_x)', mask_picture(
-          guidance.load_guidance('halves_x', content.shape[:2]))),
+          masks.load_guidance('halves_x', content.shape[:2]))),
                    ('style, left', styles[0]), ('style, right', styles[1]),
                    ('result', image)], cols=5)
     elif name == 'luminance':

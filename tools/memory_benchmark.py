@@ -43,13 +43,10 @@ def worker(size, steps, remat, dtype, memory):
     base = 0.0
   else:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  spec = cl.validate(cl.get_default_config())
   style = image_io.load_image(cl.asset('starry_night.jpg'))
   style = image_io.resize(style, image_io.fit_long_side(style.shape[:2], size))
-  t2 = objective.make_targets(params, content, [style],
-                              content_layer_weights=spec.content_layer_weights,
-                              style_layer_weights=spec.style_layer_weights, style_blend=(1.0,))
-  w = objective.LossWeights(jnp.float32(1), jnp.float32(spec.style_weight), jnp.float32(0))
+  t2 = objective.make_targets(params, content, [style])
+  w = objective.LossWeights(1.0, float(cl.get_default_config().style_weight), 0.0)
   loss = float(objective.loss_terms(params, jnp.asarray(out), t2, w)['total'])
   # The loss+gradient executable's own buffers (activations kept for the
   # backward pass, temporaries), from XLA's memory analysis: exact, unlike RSS.

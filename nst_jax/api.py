@@ -1,0 +1,125 @@
+"""The entry points: :func:`stylize` for other Python/JAX code, :func:`run` for the CLI.
+
+Both validate the config (:mod:`nst_jax.config`), make the plan
+(:mod:`nst_jax.plan`) and hand it to the engine (:mod:`nst_jax.engine`) with
+their hooks; :func:`run` also writes the workdir (:mod:`nst_jax.workdir`) and
+checkpoints so that a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ml_collections
+import numpy as np
+
+from nst_jax import checkpoint
+from nst_jax import config as config_lib
+from nst_jax import engine
+from nst_jax import plan as plan_lib
+from nst_jax import workdir as workdir_lib
+from nst_jax.errors import NSTError
+from nst_jax.progress import Reporter, plot_losses
+from nst_jax.weights import load_vgg19
+
+log = logging.getLogger(__name__)
+
+
+def make_config(config=None, **overrides) -> ml_collections.ConfigDict:
+  """Default config (or a copy of ``config``) with ``overrides`` applied."""
+  c = (config_lib.get_default_config() if config is None
+       else config.copy_and_resolve_references())
+  for k, v in overrides.items():
+    if k not in c:
+      raise NSTError(f'unknown config field {k!r}')
+    c[k] = tuple(v) if isinstance(v, list) else v
+  return c
+
+
+def _execute(spec, config, workdir, params, quiet, checkpoints: bool):
+  """Plans, runs and (with a workdir) writes; returns the run's output images."""
+  plan = plan_lib.make_plan(spec)
+  log.info('%s', plan_lib.describe(plan))
+  hooks, ckpt, kept = [], None, []
+  if workdir is not None:
+    workdir_lib.check_writable(workdir)
+    if checkpoints:
+      ckpt = checkpoint.Checkpointer(
+          workdir, checkpoint.fingerprint(config, plan.signature()),
+          [s.steps for _, s in plan.stages], spec.checkpoint_every, spec.resume)
+    workdir_lib.write_config(workdir, config)
+    kept = workdir_lib.trim_log(workdir, ckpt.point if ckpt else None)
+    hooks.append(workdir_lib.Outputs(workdir, spec))
+    if spec.save_every:
+      hooks.append(workdir_lib.Intermediates(workdir, plan, spec.save_every))
+  if params is None:
+    params = load_vgg19(spec.weights or None)
+  reporter = Reporter(plan_lib.stage_costs(plan),
+                      workdir_lib.log_path(workdir) if workdir else None,
+                      quiet=quiet, previous=kept)
+  hooks.insert(0, reporter)
+  if ckpt is not None:
+    hooks.append(ckpt)                 # last: saves after the others have seen a chunk
+  restore_signals = ckpt.install_signal_handlers() if ckpt else None
+  try:
+    outputs = engine.execute(plan, params, hooks=hooks, resume=ckpt)
+  finally:
+    reporter.close()
+    if restore_signals:
+      restore_signals()
+    if ckpt:
+      ckpt.close()
+  if workdir is not None and workdir_lib.writer():
+    plot_losses(os.path.join(workdir, workdir_lib.LOSS_PLOT), reporter)
+  if spec.mode == 'scale_mix':
+    return outputs[0][0]
+  results = sorted(((c.index, image) for phase, out in zip(plan.phases, outputs)
+                    if phase.kind == 'transfer' for c, image in zip(phase.contents, out)),
+                   key=lambda t: t[0])
+  images = [image for _, image in results]      # in the folder's (sorted) order
+  return images if spec.batch else images[0]
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *,
+        params=None, quiet: bool = False):
+  """Runs a configured job, writing into ``workdir``; resumes a killed one.
+
+  Files: see :mod:`nst_jax.workdir`. Returns the image (float32 ``[H, W, 3]``
+  in [0, 1]) or, for a content folder, the list of images in file order.
+  """
+  spec = config_lib.validate(config)
+  if spec.compilation_cache:
+    engine.enable_compilation_cache()
+  return _execute(spec, config, workdir, params, quiet, checkpoints=True)
+
+
+def stylize(content, styles, config: ml_collections.ConfigDict | None = None, *,
+            params=None, workdir: str | None = None, quiet: bool = True,
+            **overrides):
+  """Neural style transfer (Gatys et al.) for other Python / JAX code.
+
+  Args:
+    content: image path, array ``[H, W, 3]`` (uint8, or float in [0, 1]), or
+      a folder of images (then a list of results is returned).
+    styles: one style (path or array) or a list of them.
+    config: a ConfigDict (default: :func:`nst_jax.get_default_config`).
+    params: VGG19 params from :func:`load_vgg19` (loaded once if omitted).
+    workdir: if given, also write the CLI's files there (no checkpoints).
+    quiet: no progress line.
+    **overrides: config fields, e.g. ``sizes=(128,), steps=(50,)``.
+
+  Returns:
+    The stylised image, float32 ``[H, W, 3]`` in [0, 1], at the last stage's size.
+
+  Example:
+    >>> img = nst_jax.stylize('cat.jpg', 'starry.jpg', sizes=(256,), steps=(100,))
+  """
+  if isinstance(styles, (str, os.PathLike)) or hasattr(styles, 'shape'):
+    styles = [styles]
+  c = make_config(config, **overrides)
+  spec = config_lib.validate(c, content=content, styles=tuple(styles))
+  c.content = content if isinstance(content, str) else '<array>'
+  c.styles = tuple(s if isinstance(s, str) else '<array>' for s in styles)
+  out = _execute(spec, c, workdir, params, quiet, checkpoints=False)
+  return out if isinstance(out, list) else np.asarray(out, np.float32)

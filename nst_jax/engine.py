@@ -1,0 +1,186 @@
+"""The one stage engine: runs a :class:`~nst_jax.plan.Plan`, calls hooks, nothing else.
+
+For every phase of the plan (see :mod:`nst_jax.plan`) and every stage of it:
+targets and start from the plan, an optimiser state with a leading batch
+axis, placement on the device mesh, one AOT compilation of the chunk
+function (:mod:`nst_jax.optim`), then compiled chunks until the stage's steps
+are done. Between chunks the host evaluates the loss terms once and calls the
+hooks: progress and the loss log (:class:`~nst_jax.progress.Reporter`),
+intermediate images and outputs (:mod:`nst_jax.workdir`), checkpoints
+(:class:`~nst_jax.checkpoint.Checkpointer`, which is also what ``resume``
+reads from). One image, a folder of photos, the scale mix and every control
+go through this same loop.
+
+Example:
+  >>> plan = nst_jax.plan.make_plan(spec)
+  >>> outputs = execute(plan, params, hooks=[reporter])
+  >>> outputs[-1][0]                      # last phase, first image
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from nst_jax import objective
+from nst_jax import optim
+from nst_jax import plan as plan_lib
+from nst_jax import sharding
+from nst_jax.errors import NSTError
+from nst_jax.files import cache_dir
+
+log = logging.getLogger(__name__)
+
+
+class Hook:
+  """Callbacks of the engine; every method is optional (no-ops here).
+
+  ``stage`` is the stage's index over the whole plan (phases in order).
+  """
+
+  def stage_skipped(self, stage: int, stage_plan: plan_lib.StagePlan) -> None:
+    """A stage finished before a resume."""
+
+  def stage_start(self, stage: int, stage_plan: plan_lib.StagePlan, batch: int,
+                  compile_s: float, resumed_at: int) -> None:
+    """Compiled; about to run from step ``resumed_at``."""
+
+  def chunk(self, stage: int, before: int, state: optim.StageState,
+            metrics: optim.StepMetrics, terms: dict) -> None:
+    """After a compiled chunk: ``metrics`` per step (``[chunk, B]``), ``terms``
+    the loss terms (mean over the batch) at the chunk's final images."""
+
+  def stage_end(self, stage: int, state: optim.StageState) -> None:
+    """The stage's steps are done."""
+
+  def phase_end(self, index: int, phase: plan_lib.Phase, images: list) -> None:
+    """A phase's output images (float32 RGB, one per content image)."""
+
+
+def enable_compilation_cache(directory: str | None = None) -> str:
+  """JAX's persistent compilation cache under the cache dir (reused across runs)."""
+  directory = directory or os.path.join(cache_dir(), 'xla_cache')
+  jax.config.update('jax_compilation_cache_dir', directory)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+  return directory
+
+
+def _style_images(phase, outputs, max_pixels) -> list:
+  return [outputs[0][0] if s == plan_lib.MIXED_STYLE
+          else plan_lib.load(s, s.name, max_pixels) for s in phase.styles]
+
+
+def execute(plan: plan_lib.Plan, params, *, hooks: Sequence[Hook] = (),
+            resume=None) -> list[list[np.ndarray]]:
+  """Runs every phase of ``plan``; returns each phase's output images.
+
+  Args:
+    plan: from :func:`nst_jax.plan.make_plan`.
+    params: VGG19 params.
+    hooks: called in order at every event (see :class:`Hook`).
+    resume: a :class:`~nst_jax.checkpoint.Checkpointer` to continue from, or None.
+  """
+  spec = plan.spec
+  outputs = []
+  first = 0                                      # global index of the phase's stage 0
+  for i, phase in enumerate(plan.phases):
+    n = len(phase.stages)
+    if resume is not None and resume.skip_stage(first + n - 1):
+      done = resume.phase_output(i)              # finished before a resume
+      if done is None:
+        raise NSTError(f'{resume.directory} lacks the outputs of finished phase '
+                       f'{i + 1}; rerun with --config.resume=False')
+      for k, s in enumerate(phase.stages):
+        for h in hooks:
+          h.stage_skipped(first + k, s)
+      outputs.append(done)
+    else:
+      prepared = plan_lib.prepare(phase, _style_images(phase, outputs,
+                                                       spec.max_input_pixels),
+                                  spec.max_input_pixels)
+      images = run_phase(spec, phase, prepared, params, hooks, resume, first)
+      outputs.append(plan_lib.finish(phase, prepared, images))
+    for h in hooks:
+      h.phase_end(i, phase, outputs[-1])
+    first += n
+  return outputs
+
+
+def run_phase(spec, phase: plan_lib.Phase, prepared: plan_lib.Prepared, params,
+              hooks: Sequence[Hook] = (), resume=None, first_stage: int = 0
+              ) -> np.ndarray:
+  """The coarse-to-fine stages of one phase; returns its images ``[B, H, W, 3]``."""
+  loss = phase.loss
+  weights = objective.LossWeights(*(jnp.float32(w) for w in (
+      loss.content_weight, loss.style_weight, loss.tv_weight)))
+  vgg_options = dict(remat=spec.remat, activation_dtype=spec.activation_dtype)
+  loss_fn = lambda pixels, shared, targets: objective.total_loss(
+      pixels, shared[0], targets, shared[1], **vgg_options)
+  terms_fn = jax.jit(lambda pixels, shared, targets: lax.map(
+      lambda a: objective.loss_terms(shared[0], objective.pixels_to_image(a[0]), a[1],
+                                     shared[1], **vgg_options), (pixels, targets)))
+  optimizer = optim.make_optimizer(spec.optimizer, spec.learning_rate, spec.lbfgs_memory)
+  chunk = math.gcd(spec.log_every, spec.save_every) if spec.save_every else spec.log_every
+  mesh = sharding.make_mesh(spec.devices, phase.batch)
+  run_chunk = optim.make_chunk_fn(loss_fn, optimizer, chunk, mesh)
+  shared = sharding.replicate((params, weights), mesh)
+  image = None
+  for k, stage in enumerate(phase.stages):
+    g = first_stage + k
+    if resume is not None and resume.skip_stage(g):
+      for h in hooks:
+        h.stage_skipped(g, stage)
+      continue
+    targets, skipped = plan_lib.stage_targets(phase, prepared, k, params)
+    if skipped and k == 0:
+      _warn_skipped(skipped)
+    start = plan_lib.stage_start(phase, prepared, k, image, spec.seed)
+    state = optim.init_state(optimizer, start)
+    restored = resume.restore(g, state) if resume is not None else None
+    if restored is not None:
+      state = restored
+    state = sharding.place(state, mesh, start.shape[1:])
+    consts = (shared, sharding.place(targets, mesh))
+    num_steps = jnp.int32(stage.steps)
+    t = time.perf_counter()
+    compiled = run_chunk.lower(state, consts, num_steps).compile()
+    compile_s = time.perf_counter() - t
+    resumed_at = int(state.step) if restored is not None else 0
+    for h in hooks:
+      h.stage_start(g, stage, phase.batch, compile_s, resumed_at)
+    while int(state.step) < stage.steps:
+      before = int(state.step)
+      state, metrics = compiled(state, consts, num_steps)
+      terms = {n: float(jnp.mean(v)) for n, v in terms_fn(state.pixels, *consts).items()}
+      if not math.isfinite(terms['total']):
+        raise NSTError(f'optimisation diverged (loss {terms["total"]}) in stage '
+                       f'{g + 1} at step {int(state.step)}; lower the weights '
+                       'or try --config.optimizer=adam')
+      for h in hooks:
+        h.chunk(g, before, state, metrics, terms)
+    for h in hooks:
+      h.stage_end(g, state)
+    image = jax.vmap(objective.pixels_to_image)(state.pixels)
+  if jax.process_count() > 1:   # multi-host: gather the pieces from every host
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    image = multihost_utils.process_allgather(image, tiled=True)
+  return np.asarray(image, np.float32)
+
+
+def _warn_skipped(skipped: dict) -> None:
+  """One warning listing guidance regions skipped as empty (one host sync)."""
+  host = jax.device_get(skipped)
+  where = [f'region {r + 1} at {name}' for name, empty in host.items()
+           for r in np.flatnonzero(np.asarray(empty).any(axis=0))]
+  if where:
+      log.warning('empty guidance, skipped: %s%s', ', '.join(where[:6]),
+                ' ...' if len(where) > 6 else '')

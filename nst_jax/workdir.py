@@ -1,0 +1,131 @@
+"""The workdir of a CLI run: what files go where, written atomically.
+
+========================  ====================================================
+``final.png``             the result (``config.output``); a content folder
+                          gives ``batch/<input stem>.<ext>`` per image instead
+``mixed_style.png``       scale control's new style (``mode=transfer``)
+``losses.jsonl``          the loss log (:mod:`nst_jax.progress`)
+``losses.png``            loss curves per term
+``config.json``           the resolved config
+``intermediates/``        ``stageK_stepNNNNN.png`` every ``save_every`` steps
+                          (``<stem>_stageK_stepNNNNN.png`` in batch mode)
+``checkpoints/``          orbax checkpoints (:mod:`nst_jax.checkpoint`)
+========================  ====================================================
+
+Only process 0 of a multi-host run writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+
+from nst_jax import image_io
+from nst_jax import objective
+from nst_jax.engine import Hook
+from nst_jax.errors import NSTError
+from nst_jax.files import atomic_write
+
+LOSS_LOG = 'losses.jsonl'
+LOSS_PLOT = 'losses.png'
+CONFIG_FILE = 'config.json'
+INTERMEDIATES = 'intermediates'
+MIXED_STYLE = 'mixed_style.png'
+BATCH_DIR = 'batch'
+
+
+def writer() -> bool:
+  """True on the process that writes files (process 0)."""
+  return jax.process_index() == 0
+
+
+def check_writable(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f'.write-test-{os.getpid()}')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.unlink(probe)
+  except OSError as e:
+    raise NSTError(f'workdir {workdir} is not writable ({e.strerror or e})') from None
+
+
+def write_config(workdir: str, config) -> None:
+  if writer():
+    atomic_write(os.path.join(workdir, CONFIG_FILE),
+                 lambda f: f.write(config.to_json_best_effort(indent=2) + '\n'), 'w')
+
+
+def trim_log(workdir: str, point) -> list:
+  """On resume keep the loss log up to the checkpoint; otherwise start afresh."""
+  path = os.path.join(workdir, LOSS_LOG)
+  if not os.path.exists(path):
+    return []
+  kept = []
+  if point is not None:
+    with open(path, encoding='utf-8') as f:
+      for line in f:
+        try:
+          r = json.loads(line)
+        except ValueError:
+          break                                  # a line cut by a kill
+        if (r.get('stage', 0), r.get('step', 0)) <= (point['stage'], point['step']):
+          kept.append(r)
+  if writer():
+    atomic_write(path, lambda f: f.write(''.join(json.dumps(r) + '\n' for r in kept)), 'w')
+  return kept
+
+
+def log_path(workdir: str) -> str | None:
+  return os.path.join(workdir, LOSS_LOG) if writer() else None
+
+
+class Outputs(Hook):
+  """Writes each phase's images when it ends (a batch's as each batch ends)."""
+
+  def __init__(self, workdir: str, spec):
+    self.workdir, self.spec = workdir, spec
+
+  def path(self, phase, name: str) -> str:
+    spec = self.spec
+    if phase.kind == 'scale_mix':
+      return os.path.join(self.workdir, spec.output if spec.mode == 'scale_mix'
+                          else MIXED_STYLE)
+    if spec.batch:
+      return os.path.join(self.workdir, BATCH_DIR,
+                          name + os.path.splitext(spec.output)[1])
+    return os.path.join(self.workdir, spec.output)
+
+  def phase_end(self, index, phase, images):
+    if not writer():
+      return
+    final = phase.kind == 'transfer' or self.spec.mode == 'scale_mix'
+    for source, image in zip(phase.contents, images):
+      if final:
+        image_io.save_image(self.path(phase, source.name), image,
+                            bits=self.spec.output_bits, dpi=self.spec.dpi or None)
+      else:
+        image_io.save_image(self.path(phase, source.name), image)
+
+
+class Intermediates(Hook):
+  """Saves the images every ``save_every`` steps into ``intermediates/``."""
+
+  def __init__(self, workdir: str, plan, save_every: int):
+    self.workdir, self.every = workdir, save_every
+    self.names = [[c.name for c in p.contents] for p in plan.phases
+                  for _ in p.stages]
+    self.batch = plan.spec.batch
+
+  def chunk(self, stage, before, state, metrics, terms):
+    after = int(state.step)
+    if not self.every or after // self.every <= before // self.every or not writer():
+      return
+    images = jax.device_get(state.pixels)
+    for name, pixels in zip(self.names[stage], images):
+      prefix = f'{name}_' if self.batch else ''
+      path = os.path.join(self.workdir, INTERMEDIATES,
+                          f'{prefix}stage{stage + 1}_step{after:05d}.png')
+      image_io.save_image(path, objective.pixels_to_image(pixels))
