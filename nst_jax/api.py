@@ -33,6 +33,8 @@ def make_config(config=None, **overrides) -> ml_collections.ConfigDict:
   for k, v in overrides.items():
     if k not in c:
       raise NSTError(f'unknown config field {k!r}')
+    if isinstance(c[k], str) and isinstance(v, int) and not isinstance(v, bool):
+      v = str(v)                          # e.g. tile=256 for the field tile='auto'
     c[k] = tuple(v) if isinstance(v, list) else v
   return c
 

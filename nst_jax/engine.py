@@ -29,11 +29,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import PartitionSpec as P
 
 from nst_jax import objective
 from nst_jax import optim
 from nst_jax import plan as plan_lib
 from nst_jax import sharding
+from nst_jax import tiling
 from nst_jax.errors import NSTError
 from nst_jax.files import cache_dir
 
@@ -123,15 +125,8 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: plan_lib.Prepared, params,
   weights = objective.LossWeights(*(jnp.float32(w) for w in (
       loss.content_weight, loss.style_weight, loss.tv_weight)))
   vgg_options = dict(remat=spec.remat, activation_dtype=spec.activation_dtype)
-  loss_fn = lambda pixels, shared, targets: objective.total_loss(
-      pixels, shared[0], targets, shared[1], **vgg_options)
-  terms_fn = jax.jit(lambda pixels, shared, targets: lax.map(
-      lambda a: objective.loss_terms(shared[0], objective.pixels_to_image(a[0]), a[1],
-                                     shared[1], **vgg_options), (pixels, targets)))
-  optimizer = optim.make_optimizer(spec.optimizer, spec.learning_rate, spec.lbfgs_memory)
   chunk = math.gcd(spec.log_every, spec.save_every) if spec.save_every else spec.log_every
   mesh = sharding.make_mesh(spec.devices, phase.batch)
-  run_chunk = optim.make_chunk_fn(loss_fn, optimizer, chunk, mesh)
   shared = sharding.replicate((params, weights), mesh)
   image = None
   for k, stage in enumerate(phase.stages):
@@ -140,6 +135,10 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: plan_lib.Prepared, params,
       for h in hooks:
         h.stage_skipped(g, stage)
       continue
+    loss_fn, terms_fn = _loss_fns(stage.tile, mesh, vgg_options)
+    optimizer = optim.make_optimizer(spec.optimizer, spec.learning_rate,
+                                     stage.lbfgs_memory)
+    run_chunk = optim.make_chunk_fn(loss_fn, optimizer, chunk, mesh)
     targets, skipped = plan_lib.stage_targets(phase, prepared, k, params)
     if skipped and k == 0:
       _warn_skipped(skipped)
@@ -154,6 +153,7 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: plan_lib.Prepared, params,
     t = time.perf_counter()
     compiled = run_chunk.lower(state, consts, num_steps).compile()
     compile_s = time.perf_counter() - t
+    _log_memory(g, stage, compiled)
     resumed_at = int(state.step) if restored is not None else 0
     for h in hooks:
       h.stage_start(g, stage, phase.batch, compile_s, resumed_at)
@@ -174,6 +174,42 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: plan_lib.Prepared, params,
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     image = multihost_utils.process_allgather(image, tiled=True)
   return np.asarray(image, np.float32)
+
+
+def _loss_fns(tile: int, mesh, vgg_options):
+  """The stage's loss of one image (for the optimiser) and its batched terms.
+
+  Tiled with a spatial mesh axis ``'h'``, the tiles are divided among its
+  devices (see :mod:`nst_jax.tiling`).
+  """
+  bands = mesh if mesh is not None and mesh.shape['h'] > 1 else None
+
+  def loss_fn(pixels, shared, targets):
+    return tiling.total_loss(pixels, shared[0], targets, shared[1], tile, bands,
+                             **vgg_options)
+
+  def terms(pixels, shared, targets):
+    return lax.map(lambda a: tiling.loss_terms(
+        shared[0], objective.pixels_to_image(a[0]), a[1], shared[1], tile, bands,
+        **vgg_options), (pixels, targets))
+
+  if mesh is not None and mesh.shape['b'] > 1:     # each device group its own images
+    terms = jax.shard_map(terms, mesh=mesh, in_specs=(P('b'), P(), P('b')),
+                          out_specs=P('b'), axis_names={'b'}, check_vma=False)
+  return loss_fn, jax.jit(terms)
+
+
+def _log_memory(stage: int, stage_plan, compiled) -> None:
+  """XLA's own numbers for the compiled chunk, beside the plan's estimate."""
+  try:
+    a = compiled.memory_analysis()
+    xla = a.temp_size_in_bytes + a.argument_size_in_bytes + a.output_size_in_bytes \
+        - a.alias_size_in_bytes
+  except Exception:  # pylint: disable=broad-except  (not every backend reports it)
+    return
+  planned = stage_plan.memory.total if stage_plan.memory else 0
+  log.info('stage %d: XLA buffers %.2f GB (temp %.2f GB), plan %.2f GB', stage + 1,
+           xla / 2**30, a.temp_size_in_bytes / 2**30, planned / 2**30)
 
 
 def _warn_skipped(skipped: dict) -> None:

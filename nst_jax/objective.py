@@ -150,7 +150,7 @@ def make_targets(params, content_image, style_images: Sequence, *,
                  style_blend=None, normalization: str = 'relative',
                  pooling: str = 'max', layer_styles=None,
                  global_weight: float = 1.0, guided: dict | None = None,
-                 statistic: str = 'gram') -> Targets:
+                 statistic: str = 'gram', tile: int = 0) -> Targets:
   """Content features and blended style Grams of one image, with their scales.
 
   Args:
@@ -167,15 +167,18 @@ def make_targets(params, content_image, style_images: Sequence, *,
     global_weight: λ_global, the weight of the unguided style targets.
     guided: ``{layer: GuidedTarget}`` from :func:`make_guided_targets`.
     statistic: what ``guided`` compares, ``'gram'`` or ``'mean'``.
+    tile: compute the features in tiles of this side (same targets; for
+      images too big to run whole, see :mod:`nst_jax.tiling`).
   """
   if statistic not in STATISTICS:
     raise NSTError(f'unknown guided statistic {statistic!r}; use one of {STATISTICS}')
   return Targets(
       content=content_targets(params, content_image, content_layers,
-                              normalization=normalization, pooling=pooling),
+                              normalization=normalization, pooling=pooling, tile=tile),
       style=style_targets(params, style_images, style_layers, style_blend=style_blend,
                           normalization=normalization, pooling=pooling,
-                          layer_styles=layer_styles, global_weight=global_weight),
+                          layer_styles=layer_styles, global_weight=global_weight,
+                          tile=tile),
       guided=guided or {}, pooling=pooling, statistic=statistic)
 
 

@@ -300,15 +300,38 @@ def _grad_pass(image, params, targets, cotangent, tiling, vgg_options, axis):
 # ---------------------------------------------------------------------------
 
 
-def loss_terms(params, image, targets, weights, tile: int, axis: str | None = None,
+def _on_bands(fn, mesh, out_spec):
+  """``fn(image, *rest, axis)`` with the image in row bands over the mesh axis
+  ``'h'``: every device gathers the whole image and takes its share of the
+  tiles (``fn`` sums its statistics over the axis, or scatters its gradient
+  back into bands). Without such a mesh: ``fn(image, *rest, None)``."""
+  if mesh is None or mesh.shape.get('h', 1) == 1:
+    return lambda image, *rest: fn(image, *rest, None)
+  from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+
+  def local(band, *rest):
+    return fn(lax.all_gather(band, 'h', axis=0, tiled=True), *rest, 'h')
+  return lambda image, *rest: jax.shard_map(
+      local, mesh=mesh, in_specs=(P('h'),) + (P(),) * len(rest), out_specs=out_spec,
+      axis_names={'h'}, check_vma=False)(image, *rest)
+
+
+def _stats(image, params, targets, tiling, vgg_options, mesh):
+  def fn(image, params, wanted, axis):
+    return sums(params, image, wanted, tiling, targets.pooling, axis, **vgg_options)
+  from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  return _on_bands(fn, mesh, P())(image, params, Wanted.of(targets))
+
+
+def loss_terms(params, image, targets, weights, tile: int, mesh=None,
                **vgg_options) -> dict:
-  """Like :func:`nst_jax.loss_terms`, evaluated in tiles of side ``tile``."""
+  """Like :func:`nst_jax.loss_terms`, evaluated in tiles of side ``tile``
+  (``mesh``: a mesh whose axis ``'h'`` holds the image in bands)."""
   tiling = make_tiling(image.shape[:2], tile, targets.layers)
   if tiling is None:
     from nst_jax import objective  # pylint: disable=g-import-not-at-top
     return objective.loss_terms(params, image, targets, weights, 0, **vgg_options)
-  stats = sums(params, image, Wanted.of(targets), tiling, targets.pooling, axis,
-               **vgg_options)
+  stats = _stats(image, params, targets, tiling, vgg_options, mesh)
   terms = loss_from_stats(stats, targets, weights, image.shape[:2])
   terms['tv'] = weights.tv * losses.total_variation(image)
   terms['total'] = terms['content'] + terms['style'] + terms['tv']
@@ -316,8 +339,8 @@ def loss_terms(params, image, targets, weights, tile: int, axis: str | None = No
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _tiled_loss(pixels, params, targets, weights, tiling, vgg_options, axis):
-  return _tiled_fwd(pixels, params, targets, weights, tiling, vgg_options, axis)[0]
+def _tiled_loss(pixels, params, targets, weights, tiling, vgg_options, mesh):
+  return _tiled_fwd(pixels, params, targets, weights, tiling, vgg_options, mesh)[0]
 
 
 def _image(pixels):
@@ -325,25 +348,31 @@ def _image(pixels):
   return pixels_to_image(pixels)
 
 
-def _tiled_fwd(pixels, params, targets, weights, tiling, vgg_options, axis):
+def _tiled_fwd(pixels, params, targets, weights, tiling, vgg_options, mesh):
   image = _image(pixels)
-  stats = sums(params, image, Wanted.of(targets), tiling, targets.pooling, axis,
-               **dict(vgg_options))
+  stats = _stats(image, params, targets, tiling, dict(vgg_options), mesh)
   terms = loss_from_stats(stats, targets, weights, image.shape[:2])
   value = terms['content'] + terms['style'] + weights.tv * losses.total_variation(image)
   return value, (pixels, params, targets, weights, stats)
 
 
-def _tiled_bwd(tiling, vgg_options, axis, residuals, g):
+def _tiled_bwd(tiling, vgg_options, mesh, residuals, g):
   pixels, params, targets, weights, stats = residuals
   image, image_vjp = jax.vjp(_image, pixels)
   hw = image.shape[:2]
   cotangent = jax.grad(lambda s: sum(loss_from_stats(s, targets, weights, hw).values()))(
       stats)
   cotangent = jax.tree.map(lambda c: c * g, cotangent)
-  # With a device axis this is this device's share of tiles only; the
-  # all_gather the caller made the image with sums the shares in its transpose.
-  grad = _grad_pass(image, params, targets, cotangent, tiling, dict(vgg_options), axis)
+
+  def fn(image, params, targets, cotangent, axis):
+    grad = _grad_pass(image, params, targets, cotangent, tiling, dict(vgg_options), axis)
+    if axis is None:
+      return grad
+    # This device's tiles only: sum over the devices, each keeping its band.
+    return lax.psum_scatter(grad, axis, scatter_dimension=0, tiled=True)
+
+  from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  grad = _on_bands(fn, mesh, P('h'))(image, params, targets, cotangent)
   grad = grad + g * jax.grad(lambda x: weights.tv * losses.total_variation(x))(image)
   zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)
   return (image_vjp(grad)[0], zeros(params), zeros(targets), zeros(weights))
@@ -352,14 +381,14 @@ def _tiled_bwd(tiling, vgg_options, axis, residuals, g):
 _tiled_loss.defvjp(_tiled_fwd, _tiled_bwd)
 
 
-def total_loss(pixels, params, targets, weights, tile: int, axis: str | None = None,
-               **vgg_options):
+def total_loss(pixels, params, targets, weights, tile: int, mesh=None, **vgg_options):
   """:func:`nst_jax.total_loss` evaluated in tiles of side ``tile`` (same value
-  and gradient; memory of one window). ``axis``: a mesh axis (inside
-  ``shard_map``) whose devices share the tiles. One tile: the untiled loss."""
+  and gradient; memory of one window). ``mesh``: a device mesh whose axis
+  ``'h'`` holds the image in bands; its devices share the tiles. One tile:
+  the untiled loss."""
   tiling = make_tiling(pixels.shape[:2], tile, targets.layers)
   if tiling is None:
     from nst_jax import objective  # pylint: disable=g-import-not-at-top
     return objective.total_loss(pixels, params, targets, weights, 0, **vgg_options)
   return _tiled_loss(pixels, params, targets, weights, tiling,
-                     tuple(sorted(vgg_options.items())), axis)
+                     tuple(sorted(vgg_options.items())), mesh)

@@ -121,3 +121,18 @@ def test_cli_misuse_is_one_error_line(args, tmp_path):
   lines = r.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith('error: '), lines
   assert args[0].lstrip('-').split('=')[0] in lines[0]
+
+
+def test_cli_refuses_a_stage_too_big_for_memory_before_allocating(tmp_path):
+  import time
+  work = tmp_path / 'w'
+  t = time.perf_counter()
+  r = _run([f'--workdir={work}', '--config.sizes=256,8192', '--config.steps=1',
+            '--config.tile=0', '--config.memory_limit_gb=24'])
+  assert r.returncode == 2, r.stderr[-2000:]
+  assert time.perf_counter() - t < 60                    # before any stage ran
+  last = r.stderr.strip().splitlines()[-1]
+  assert 'Traceback' not in r.stderr and last.startswith('error: stage 2/2 (8192x5449 px)')
+  assert 'GB untiled' in last and '24.0 GB limit (memory_limit_gb=24)' in last
+  assert '--config.tile=auto (tiled:' in last
+  assert not (work / 'final.png').exists() and not (work / 'checkpoints').exists()
