@@ -68,7 +68,7 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.tile = 'auto'                      # 'auto' | '0' (off) | tile side in px: exact tiled
   #                                      evaluation when a stage does not fit in memory
   c.memory_limit_gb = 0.0              # memory the plan may use per device; 0 = the
-  #                                      accelerator's, or 45% of available RAM on CPU
+  #                                      accelerator's, or 40% of available RAM on CPU
   c.remat = 'none'                     # 'none' | 'block': recompute VGG blocks in backward
   c.activation_dtype = 'float32'       # 'float32' | 'bfloat16' activations
   c.init = 'content'                   # 'content' | 'noise' | 'style' | image path

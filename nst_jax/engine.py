@@ -142,12 +142,13 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: plan_lib.Prepared, params,
     targets, skipped = plan_lib.stage_targets(phase, prepared, k, params)
     if skipped and k == 0:
       _warn_skipped(skipped)
-    start = plan_lib.stage_start(phase, prepared, k, image, spec.seed)
-    state = optim.init_state(optimizer, start)
+    state = optim.init_state(optimizer, plan_lib.stage_start(phase, prepared, k, image,
+                                                             spec.seed))
+    image = None                                 # only the start needed it
     restored = resume.restore(g, state) if resume is not None else None
     if restored is not None:
       state = restored
-    state = sharding.place(state, mesh, start.shape[1:])
+    state = sharding.place(state, mesh, state.pixels.shape[1:])
     consts = (shared, sharding.place(targets, mesh))
     num_steps = jnp.int32(stage.steps)
     t = time.perf_counter()

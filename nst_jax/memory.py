@@ -14,11 +14,11 @@ per device from its size, batch, layers and options:
   from the layers in use (2800 bytes/px in float32 for relu1_1 ... relu5_1,
   measured, estimate 3032); tiled, that cost for one window plus 48 bytes/px of whole-image
   buffers (gradient accumulator, clipped image);
-* on CPU, the host's own copies (decoded inputs, stage images) and ~1 GB of
-  runtime.
+* on CPU, the host's own copies (decoded inputs, stage images; 6 image
+  vectors) and 1.5 GB of runtime.
 
 :func:`plan_stage` compares the total with the limit (``memory_limit_gb``, or
-the accelerator's allocator limit, or on CPU a share of the available RAM)
+the accelerator's allocator limit, or on CPU 40% of the available RAM)
 and picks the tile: none when the whole image fits, else the largest that
 fits; if even the smallest tile does not, it shortens the L-BFGS history
 (with a warning) or refuses the run with one line naming the estimate, the
@@ -50,11 +50,16 @@ log = logging.getLogger(__name__)
 
 GB = 2 ** 30
 WEIGHTS_BYTES = sum(int(np.prod(s)) + s[-1] for s in vgg.conv_shapes().values()) * 4
-# Share of the available RAM a CPU run plans for: XLA's buffers are not all
-# the process holds (allocator slack, host copies, page cache for the
-# outputs), and the machine is usually shared. Measured in WORKSPACE.md.
-CPU_RAM_SHARE = 0.45
-CPU_RUNTIME_BYTES = 1 * GB
+# Share of the available RAM a CPU run plans for: the estimate is within
+# ~8% of the measured peak RSS (WORKSPACE.md), the page cache wants room for
+# the outputs and checkpoints, and the machine is usually shared.
+CPU_RAM_SHARE = 0.40
+# On CPU the process also holds Python, jaxlib and compiled code, and host
+# copies of images (decoded inputs, resized stage images, outputs, the
+# checkpoint writer's buffers): measured 2.9 GB beside XLA's buffers for one
+# 4096² image.
+CPU_RUNTIME_BYTES = int(1.5 * GB)
+HOST_IMAGE_COPIES = 6
 # L-BFGS update temporaries in image vectors: one image (the loop drops the
 # batch axis) / per image of a batch (updated in place), measured at 1024-2048².
 UPDATE_VECTORS = (8, 16)
@@ -151,7 +156,7 @@ def estimate(hw, *, batch: int, channels: int, layers, content_layers, tile: int
   parts = {'weights': WEIGHTS_BYTES, 'targets': int(targets), 'optimizer': int(state),
            'activations': int(activations)}
   if cpu:
-    parts['host'] = int(CPU_RUNTIME_BYTES + 4 * batch * pixels * 3 * 4
+    parts['host'] = int(CPU_RUNTIME_BYTES + HOST_IMAGE_COPIES * batch * pixels * 3 * 4
                         + source_pixels * 3 * 4)
   return StageMemory(int(sum(parts.values())), parts, tile if t is not None else 0,
                      lbfgs_memory, limit)
