@@ -59,7 +59,7 @@ def _execute(spec, config, workdir, params, quiet, checkpoints: bool):
     params = load_vgg19(spec.weights or None)
   reporter = Reporter(plan_lib.stage_costs(plan),
                       workdir_lib.log_path(workdir) if workdir else None,
-                      quiet=quiet, previous=kept)
+                      quiet=quiet or not workdir_lib.writer(), previous=kept)
   hooks.insert(0, reporter)
   if ckpt is not None:
     hooks.append(ckpt)                 # last: saves after the others have seen a chunk

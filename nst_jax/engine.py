@@ -57,8 +57,11 @@ class Hook:
 
   def chunk(self, stage: int, before: int, state: optim.StageState,
             metrics: optim.StepMetrics, terms: dict) -> None:
-    """After a compiled chunk: ``metrics`` per step (``[chunk, B]``), ``terms``
-    the loss terms (mean over the batch) at the chunk's final images."""
+    """After a compiled chunk: ``metrics`` per step (``[chunk, B]``, numpy),
+    ``terms`` the loss terms (mean over the batch) at the chunk's final images.
+    With several processes every process calls every hook (``state`` is a
+    global array: use :func:`nst_jax.sharding.to_host` on all of them); only
+    process 0 writes files."""
 
   def stage_end(self, stage: int, state: optim.StageState) -> None:
     """The stage's steps are done."""
@@ -142,13 +145,16 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: plan_lib.Prepared, params,
     targets, skipped = plan_lib.stage_targets(phase, prepared, k, params)
     if skipped and k == 0:
       _warn_skipped(skipped)
-    state = optim.init_state(optimizer, plan_lib.stage_start(phase, prepared, k, image,
-                                                             spec.seed))
+    start = plan_lib.stage_start(phase, prepared, k, image, spec.seed)
     image = None                                 # only the start needed it
-    restored = resume.restore(g, state) if resume is not None else None
-    if restored is not None:
-      state = restored
-    state = sharding.place(state, mesh, state.pixels.shape[1:])
+    abstract = jax.eval_shape(lambda s: optim.init_state(optimizer, s), start)
+    restored = state = None
+    if resume is not None:                       # straight into the mesh's shards
+      restored = state = resume.restore(
+          g, abstract, sharding.shardings(abstract, mesh, start.shape[1:]))
+    if state is None:
+      state = sharding.place(optim.init_state(optimizer, start), mesh, start.shape[1:])
+    start = None
     consts = (shared, sharding.place(targets, mesh))
     num_steps = jnp.int32(stage.steps)
     t = time.perf_counter()
@@ -166,14 +172,12 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: plan_lib.Prepared, params,
         raise NSTError(f'optimisation diverged (loss {terms["total"]}) in stage '
                        f'{g + 1} at step {int(state.step)}; lower the weights '
                        'or try --config.optimizer=adam')
+      metrics = sharding.to_host(metrics)
       for h in hooks:
         h.chunk(g, before, state, metrics, terms)
     for h in hooks:
       h.stage_end(g, state)
-    image = jax.vmap(objective.pixels_to_image)(state.pixels)
-  if jax.process_count() > 1:   # multi-host: gather the pieces from every host
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    image = multihost_utils.process_allgather(image, tiled=True)
+    image = sharding.to_host(jax.vmap(objective.pixels_to_image)(state.pixels))
   return np.asarray(image, np.float32)
 
 
