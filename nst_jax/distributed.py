@@ -15,7 +15,8 @@ A process that dies would otherwise leave the others blocked in a
 collective until JAX's heartbeat timeout aborts them with a C++ stack
 trace. :func:`start_watchdog` makes each process publish a counter every
 ``interval`` seconds in the coordination service and watch the others'; a
-peer silent for ``timeout`` seconds, or a coordinator that no longer
+peer silent for ``timeout`` seconds (30; the environment variable
+``NST_JAX_PEER_TIMEOUT_S`` sets another), or a coordinator that no longer
 answers, ends this process with one line on stderr and exit status 3
 (rerun the job to resume from the last checkpoint).
 
@@ -39,7 +40,8 @@ log = logging.getLogger(__name__)
 
 EXIT_PEER_LOST = 3
 WATCHDOG_INTERVAL_S = 2.0
-WATCHDOG_TIMEOUT_S = 30.0
+# How long a silent peer is tolerated (env NST_JAX_PEER_TIMEOUT_S overrides).
+WATCHDOG_TIMEOUT_S = float(os.environ.get('NST_JAX_PEER_TIMEOUT_S', 30.0))
 # JAX's own heartbeat timeout is longer than the watchdog's, so that the
 # watchdog's clear message comes first.
 HEARTBEAT_TIMEOUT_S = 90
