@@ -115,7 +115,7 @@ def test_batch_is_data_parallel_over_processes(tmp_path, vgg_params):
   folder.mkdir()
   shutil.copy(cl.asset('chelsea.png'), folder / 'a.png')
   Image.open(cl.asset('chelsea.png')).transpose(Image.FLIP_LEFT_RIGHT).save(folder / 'b.png')
-  extra = (f'--config.content={folder}',)
+  extra = (f'--config.content={folder}', '--config.steps=4')
   _single(tmp_path / 'single', *extra)
   w0, w1 = _workdirs(tmp_path)
   errs = _pair((w0, w1), *extra)
