@@ -23,6 +23,7 @@ silently mixed.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -42,7 +43,9 @@ CHECKPOINTS = 'checkpoints'
 PHASE_OUTPUTS = 'phase_outputs'
 # Fields that do not change the optimisation's numbers.
 _NOT_FINGERPRINTED = ('output', 'save_every', 'checkpoint_every', 'resume',
-                      'compilation_cache', 'output_bits', 'dpi')
+                      'compilation_cache', 'output_bits', 'dpi',
+                      # memory, not numbers: a resumed stage keeps its saved tile
+                      'tile', 'memory_limit_gb')
 
 
 def fingerprint(config, plan_signature=None) -> str:
@@ -90,6 +93,7 @@ class Checkpointer(Hook):
     self.point = self._latest_point()
     self._last_saved = None
     self._stage_steps = list(stage_steps)
+    self._choice = {}                        # the running stage's tile and history
 
   # -- resume -----------------------------------------------------------
   def _latest_point(self):
@@ -105,6 +109,20 @@ class Checkpointer(Hook):
     log.info('resuming from stage %d step %d (%s)', meta['stage'] + 1, meta['step'],
              self.directory)
     return meta
+
+  def stage_as_saved(self, stage: int, stage_plan):
+    """``stage_plan`` with the tile and L-BFGS history the checkpoint of this
+    stage was made with (the memory plan may choose others now; the saved
+    optimiser state has that history's shape)."""
+    point = self.point
+    if point is None or point['stage'] != stage or 'lbfgs_memory' not in point:
+      return stage_plan
+    saved = dict(tile=point['tile'], lbfgs_memory=point['lbfgs_memory'])
+    if saved != dict(tile=stage_plan.tile, lbfgs_memory=stage_plan.lbfgs_memory):
+      log.info('stage %d resumes with its saved tile %d and L-BFGS history %d (the plan '
+               'now chose %d and %d)', stage + 1, saved['tile'], saved['lbfgs_memory'],
+               stage_plan.tile, stage_plan.lbfgs_memory)
+    return dataclasses.replace(stage_plan, **saved)
 
   def skip_stage(self, stage: int) -> bool:
     """True if the checkpoint is in a later stage (this one is done)."""
@@ -135,6 +153,10 @@ class Checkpointer(Hook):
     return list(np.load(path, allow_pickle=False))
 
   # -- engine hooks -----------------------------------------------------
+  def stage_start(self, stage, stage_plan, batch, compile_s, resumed_at):
+    del stage, batch, compile_s, resumed_at
+    self._choice = dict(tile=int(stage_plan.tile), lbfgs_memory=int(stage_plan.lbfgs_memory))
+
   def chunk(self, stage, before, state, metrics, terms):
     del before, metrics, terms
     global_step = self._offset(stage) + int(state.step)
@@ -171,7 +193,7 @@ class Checkpointer(Hook):
     self.manager.save(global_step, args=self._ocp.args.Composite(
         state=self._ocp.args.StandardSave(state),
         meta=self._ocp.args.JsonSave({'stage': stage, 'step': step,
-                                      'fingerprint': self.fingerprint})))
+                                      'fingerprint': self.fingerprint, **self._choice})))
     self.manager.wait_until_finished()
     self._last_saved = global_step
 

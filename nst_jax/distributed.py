@@ -18,7 +18,9 @@ trace. :func:`start_watchdog` makes each process publish a counter every
 peer silent for ``timeout`` seconds (30; the environment variable
 ``NST_JAX_PEER_TIMEOUT_S`` sets another), or a coordinator that no longer
 answers, ends this process with one line on stderr and exit status 3
-(rerun the job to resume from the last checkpoint).
+(rerun the job to resume from the last checkpoint). A process that stops
+on an error of its own calls :func:`fail`: the others stop at once with its
+message instead of waiting in a collective.
 
 Example:
   >>> initialize('10.0.0.1:1234', num_processes=2, process_id=int(os.environ['RANK']))
@@ -26,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -41,7 +44,9 @@ log = logging.getLogger(__name__)
 EXIT_PEER_LOST = 3
 WATCHDOG_INTERVAL_S = 2.0
 # How long a silent peer is tolerated (env NST_JAX_PEER_TIMEOUT_S overrides).
-WATCHDOG_TIMEOUT_S = float(os.environ.get('NST_JAX_PEER_TIMEOUT_S', 30.0))
+WATCHDOG_TIMEOUT_S = 30.0
+COORDINATOR_GRACE_S = 2.0
+_stop = threading.Event()
 # JAX's own heartbeat timeout is longer than the watchdog's, so that the
 # watchdog's clear message comes first.
 HEARTBEAT_TIMEOUT_S = 90
@@ -71,7 +76,64 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   log.info('process %d of %d, %d local / %d global devices', jax.process_index(),
            jax.process_count(), jax.local_device_count(), jax.device_count())
   if jax.process_count() > 1:
-    start_watchdog()
+    start_watchdog(timeout=_peer_timeout())
+    # atexit runs last-in first-out: the watchdog stops before JAX's own
+    # shutdown closes the coordination service under it.
+    atexit.register(stop_watchdog)
+
+
+def _peer_timeout() -> float:
+  value = os.environ.get('NST_JAX_PEER_TIMEOUT_S', '')
+  try:
+    timeout = float(value) if value else WATCHDOG_TIMEOUT_S
+  except ValueError:
+    timeout = -1.0
+  if not timeout > 0:
+    raise NSTError(f'NST_JAX_PEER_TIMEOUT_S={value!r} must be a number of seconds > 0')
+  return timeout
+
+
+def stop_watchdog() -> None:
+  """Stops the watchdog (before a normal exit: the service goes away)."""
+  _stop.set()
+
+
+def peer_failure() -> str | None:
+  """``process P of N stopped: <its error>`` if another process has failed."""
+  client, n = _client(), jax.process_count()
+  for p in range(n):
+    if p == jax.process_index():
+      continue
+    try:
+      message = client.key_value_try_get(f'nst_jax/failed/{p}')
+    except Exception:  # pylint: disable=broad-except  (not published)
+      continue
+    return f'process {p} of {n} stopped: {message}'
+  return None
+
+
+def fail(message: str, status: int) -> None:
+  """Ends a multi-process run from one process: tells the others (their
+  watchdogs stop them with this message) and exits without JAX's shutdown
+  barrier, which would wait for peers that are blocked in a collective."""
+  sys.stderr.write(f'\nerror: {message}\n')
+  sys.stderr.flush()
+  _stop.set()
+  try:
+    _client().key_value_set(f'nst_jax/failed/{jax.process_index()}', message[:500],
+                            allow_overwrite=True)
+  except Exception:  # pylint: disable=broad-except  (the others time out instead)
+    pass
+  _exit(status)
+
+
+def _exit(status: int) -> None:
+  """Exits now; process 0 a moment later, so that the coordination service
+  it hosts outlives the others' exits (without it, their service threads
+  abort with a C++ trace)."""
+  if jax.process_index() == 0:
+    time.sleep(COORDINATOR_GRACE_S)
+  os._exit(status)  # pylint: disable=protected-access
 
 
 def _client():
@@ -89,30 +151,37 @@ def start_watchdog(interval: float = WATCHDOG_INTERVAL_S,
                      'process with the same command to resume from the last '
                      'checkpoint.\n')
     sys.stderr.flush()
-    os._exit(EXIT_PEER_LOST)  # pylint: disable=protected-access
+    _exit(EXIT_PEER_LOST)
+
+  def get(key):
+    try:
+      return client.key_value_try_get(key)
+    except Exception:  # pylint: disable=broad-except  (not published)
+      return None
 
   def watch():
     beat, seen = 0, {p: (None, time.monotonic()) for p in range(n) if p != me}
-    while True:
+    while not _stop.is_set():
       beat += 1
       try:
         client.key_value_set(f'nst_jax/alive/{me}', str(beat), allow_overwrite=True)
       except Exception:  # pylint: disable=broad-except
+        if _stop.is_set():
+          return
         lost('the coordinator (process 0) stopped answering')
-      values = {}
+      values = {p: get(f'nst_jax/alive/{p}') for p in seen}
       for p in seen:
-        try:
-          values[p] = client.key_value_try_get(f'nst_jax/alive/{p}')
-        except Exception:  # pylint: disable=broad-except  (not published yet)
-          values[p] = None
+        failed = get(f'nst_jax/failed/{p}')
+        if failed is not None and not _stop.is_set():
+          lost(f'process {p} of {n} stopped: {failed}')
       now = time.monotonic()
       for p, (last, since) in seen.items():
         value = values.get(p)
         if value is not None and value != last:
           seen[p] = (value, now)
-        elif now - since > timeout:
+        elif now - since > timeout and not _stop.is_set():
           lost(f'process {p} of {n} stopped answering for {timeout:.0f} s')
-      time.sleep(interval)
+      _stop.wait(interval)
 
   thread = threading.Thread(target=watch, name='nst_jax-watchdog', daemon=True)
   thread.start()

@@ -138,6 +138,8 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: plan_lib.Prepared, params,
       for h in hooks:
         h.stage_skipped(g, stage)
       continue
+    if resume is not None:
+      stage = resume.stage_as_saved(g, stage)
     loss_fn, terms_fn = _loss_fns(stage.tile, mesh, vgg_options)
     optimizer = optim.make_optimizer(spec.optimizer, spec.learning_rate,
                                      stage.lbfgs_memory)

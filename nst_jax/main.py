@@ -65,15 +65,34 @@ def main(argv):
   try:
     api.run(config, _WORKDIR.value, quiet=_QUIET.value)
   except NSTError as e:
-    sys.stderr.write(f'\nerror: {e}\n')
-    sys.exit(2)
+    _stop(f'error: {e}', 2)
   except checkpoint.Preempted as e:
-    sys.stderr.write(f'\n{e}\n')
-    sys.exit(128 + e.signum)
+    _stop(str(e), 128 + e.signum, failed=False)
   except KeyboardInterrupt:
-    sys.stderr.write('\ninterrupted\n')
-    sys.exit(130)
+    _stop('interrupted', 130)
+  except Exception as e:  # pylint: disable=broad-except
+    import jax  # pylint: disable=g-import-not-at-top
+    if jax.process_count() == 1:
+      raise
+    # A collective failed: another process is gone (its own error, if it
+    # said one, is the useful line).
+    from nst_jax import distributed  # pylint: disable=g-import-not-at-top
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    distributed.fail((distributed.peer_failure() or
+                      f'a collective with the other processes failed ({first})') +
+                     '; restart every process with the same command to resume', 3)
   print(os.path.join(_WORKDIR.value, config.output))
+
+
+def _stop(message: str, status: int, failed: bool = True) -> None:
+  """Exits with ``message``; in a multi-process run a failure of this
+  process stops the others too (see :func:`nst_jax.distributed.fail`)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if failed and jax.process_count() > 1:
+    from nst_jax import distributed  # pylint: disable=g-import-not-at-top
+    distributed.fail(message.removeprefix('error: '), status)
+  sys.stderr.write(f'\n{message}\n')
+  sys.exit(status)
 
 
 def _error(message: str) -> None:

@@ -12,13 +12,17 @@ per device from its size, batch, layers and options:
   batch, measured with XLA's memory analysis);
 * activations of one loss+gradient evaluation: untiled, a per-pixel cost
   from the layers in use (2800 bytes/px in float32 for relu1_1 ... relu5_1,
-  measured, estimate 3032); tiled, that cost for one window plus 48 bytes/px of whole-image
-  buffers (gradient accumulator, clipped image);
-* on CPU, the host's own copies (decoded inputs, stage images; 6 image
-  vectors) and 1.5 GB of runtime.
+  measured, estimate 3032), plus with guidance the masked features
+  ``[h, w, R, C]`` of every layer and their cotangent; tiled, that cost for
+  one window plus 48 bytes/px of whole-image buffers (gradient accumulator,
+  clipped image);
+* on CPU, where a process's devices share its RAM, all of that times the
+  process's devices, plus the host's own copies (decoded inputs, stage
+  images; 6 image vectors) and 1.5 GB of runtime.
 
 :func:`plan_stage` compares the total with the limit (``memory_limit_gb``, or
-the accelerator's allocator limit, or on CPU 40% of the available RAM)
+the accelerator's allocator limit, or on CPU 40% of the available RAM; with
+several processes the smallest of theirs, so that all make the same plan)
 and picks the tile: none when the whole image fits, else the largest that
 fits; if even the smallest tile does not, it shortens the L-BFGS history
 (with a warning) or refuses the run with one line naming the estimate, the
@@ -87,12 +91,22 @@ def device_limit(memory_limit_gb: float = 0.0) -> tuple[int, str]:
   if memory_limit_gb:
     return int(memory_limit_gb * GB), f'memory_limit_gb={memory_limit_gb:g}'
   device = jax.local_devices()[0]
+  limit, source = None, ''
   if device.platform != 'cpu':
     stats = device.memory_stats() or {}
     if stats.get('bytes_limit'):
-      return int(stats['bytes_limit'] * 0.95), f'95% of {device.device_kind} allocator limit'
-  available = _available_ram()
-  return int(available * CPU_RAM_SHARE), f'{CPU_RAM_SHARE:.0%} of available RAM'
+      limit, source = int(stats['bytes_limit'] * 0.95), (
+          f'95% of {device.device_kind} allocator limit')
+  if limit is None:               # CPU: for the process (see estimate's ``cpu``)
+    limit, source = int(_available_ram() * CPU_RAM_SHARE), (
+        f'{CPU_RAM_SHARE:.0%} of available RAM')
+  if jax.process_count() > 1:     # one plan for all: the smallest limit
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    # (in MiB: JAX without x64 would wrap an int64 byte count to int32)
+    mib = multihost_utils.process_allgather(np.int32(limit // 2**20))
+    limit = int(np.min(mib)) * 2**20
+    source += f', smallest of {jax.process_count()} processes'
+  return limit, source
 
 
 def _available_ram() -> int:
@@ -143,6 +157,9 @@ def estimate(hw, *, batch: int, channels: int, layers, content_layers, tile: int
   vector = pixels * channels * 4
   t = tiling.make_tiling(hw, tile, layers) if tile else None
   act = activation_bytes_per_pixel(layers, activation_dtype, content_layers)
+  if regions:   # guided Grams: the masked features [h, w, R, C] and their cotangent
+    act += 2 * 4 * regions * sum(vgg.layer_channels(l) / vgg.layer_stride(l) ** 2
+                                 for l in layers)
   if t is None:
     activations = act * pixels / h_dev
   else:                                       # one window + whole-image buffers
@@ -155,7 +172,9 @@ def estimate(hw, *, batch: int, channels: int, layers, content_layers, tile: int
                     + update * vector) / h_dev
   parts = {'weights': WEIGHTS_BYTES, 'targets': int(targets), 'optimizer': int(state),
            'activations': int(activations)}
-  if cpu:
+  if cpu:   # the process's CPU devices share its RAM: all of them, and the host's part
+    here = max(1, b_dev * h_dev // jax.process_count())
+    parts = {k: v * here for k, v in parts.items()}
     parts['host'] = int(CPU_RUNTIME_BYTES + HOST_IMAGE_COPIES * batch * pixels * 3 * 4
                         + source_pixels * 3 * 4)
   return StageMemory(int(sum(parts.values())), parts, tile if t is not None else 0,
@@ -206,7 +225,10 @@ def plan_stage(hw, *, tile, limit: int, limit_source: str = '', name: str = 'sta
                      f'{tile}, more than the {limit / GB:.1f} GB limit ({limit_source}); '
                      f'use --config.tile=auto or a smaller tile, or set {fixes}')
     return fixed
-  for m in range(lbfgs_memory, MIN_LBFGS_MEMORY - 1, -1) if lbfgs_memory > 1 else [1]:
+  lbfgs = kw.get('optimizer', 'lbfgs') == 'lbfgs'
+  histories = (range(lbfgs_memory, min(lbfgs_memory, MIN_LBFGS_MEMORY) - 1, -1) if lbfgs
+               else [lbfgs_memory])
+  for m in histories:
     fit = _first_fit(hw, limit, m, kw)
     if fit is not None:
       if m < lbfgs_memory:
@@ -214,11 +236,11 @@ def plan_stage(hw, *, tile, limit: int, limit_source: str = '', name: str = 'sta
                     where, lbfgs_memory, m, limit / GB, limit_source)
       return fit
   smallest = estimate(hw, tile=_tile_candidates(hw, kw['layers'])[-1],
-                      lbfgs_memory=min(lbfgs_memory, MIN_LBFGS_MEMORY), **kw)
+                      lbfgs_memory=histories[-1], **kw)
+  history = f' and L-BFGS history {smallest.lbfgs_memory}' if lbfgs else ''
   raise NSTError(f'{where} needs an estimated {smallest.total / GB:.1f} GB even with the '
-                 f'smallest tile and L-BFGS history {smallest.lbfgs_memory}, more than '
-                 f'the {limit / GB:.1f} GB limit ({limit_source}); set {fixes}, or a '
-                 'smaller size')
+                 f'smallest tile{history}, more than the {limit / GB:.1f} GB limit '
+                 f'({limit_source}); set {fixes}, or a smaller size')
 
 
 def _first_fit(hw, limit, lbfgs_memory, kw) -> StageMemory | None:

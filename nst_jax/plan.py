@@ -105,10 +105,12 @@ class Plan:
     return [(i, s) for i, p in enumerate(self.phases) for s in p.stages]
 
   def signature(self) -> list:
-    """What fixes the optimisation's shapes (goes into the checkpoint fingerprint;
-    the tile does not: tiled and untiled evaluations give the same numbers)."""
-    return [[p.kind, [c.name for c in p.contents],
-             [[*s.hw, s.steps, s.lbfgs_memory] for s in p.stages]] for p in self.phases]
+    """What fixes the optimisation's shapes (goes into the checkpoint
+    fingerprint). Not the memory plan's choices (tile, a shortened L-BFGS
+    history), which depend on the memory free at the time: a resumed stage
+    keeps the ones it was saved with (:meth:`Checkpointer.stage_as_saved`)."""
+    return [[p.kind, [c.name for c in p.contents], [[*s.hw, s.steps] for s in p.stages]]
+            for p in self.phases]
 
 
 def _source(image, what: str, name: str, max_pixels: int, index: int = 0) -> Source:

@@ -73,6 +73,26 @@ def test_plan_shortens_lbfgs_history_then_refuses(caplog):
   assert '\n' not in str(e.value)
 
 
+def test_plan_histories_below_three_and_adam():
+  """lbfgs_memory=2 is planned as asked; Adam has no history to shorten."""
+  m = memory.plan_stage((2048, 2048), tile='auto', limit=4 * GB, lbfgs_memory=2, **_plan())
+  assert m.lbfgs_memory == 2 and m.total <= 4 * GB
+  with pytest.raises(nst_jax.NSTError) as e:
+    memory.plan_stage((16384, 16384), tile='auto', limit=2 * GB,
+                      **dict(_plan(), optimizer='adam'))
+  assert 'L-BFGS' not in str(e.value) and 'smallest tile' in str(e.value)
+
+
+def test_guided_estimate_counts_the_masked_features():
+  plain = memory.estimate((1024, 1024), tile=0, lbfgs_memory=10, **_plan())
+  guided = memory.estimate((1024, 1024), tile=0, lbfgs_memory=10, regions=2, **_plan())
+  # [h, w, R, C] per style layer and its cotangent: 2 x 4 B x R x 122 ch/px.
+  per_px = (guided.parts['activations'] - plain.parts['activations']) / 1024 ** 2
+  assert per_px == pytest.approx(2 * 4 * 2 * sum(
+      nst_jax.vgg.layer_channels(l) / nst_jax.vgg.layer_stride(l) ** 2
+      for l in _plan()['layers']))
+
+
 def test_plan_refuses_untiled_when_it_does_not_fit():
   with pytest.raises(nst_jax.NSTError) as e:
     memory.plan_stage((8192, 8192), tile=0, limit=20 * GB, limit_source='test', **_plan())
@@ -93,13 +113,35 @@ def test_make_plan_chooses_tiles_for_a_small_memory_limit():
     plan.make_plan(nst_jax.config.validate(c))
 
 
-def test_tiled_run_equals_untiled_run(vgg_params, assets):
+def test_tiled_run_equals_untiled_run(vgg_params, assets, monkeypatch):
   """End to end: the same image after a few L-BFGS steps, tiled or not."""
   kw = dict(params=vgg_params, sizes=(200,), steps=(4,), content_layers=('relu3_1',),
             style_layers=('relu1_1', 'relu2_1', 'relu3_1'))
   untiled = nst_jax.stylize(assets['chelsea.png'], assets['starry_night.jpg'], tile=0, **kw)
+  used = []
+  real = tiling.total_loss
+  def spy(*args, **kwargs):
+    used.append(args[4])                       # the tile the engine evaluates with
+    return real(*args, **kwargs)
+  monkeypatch.setattr(tiling, 'total_loss', spy)
   tiled = nst_jax.stylize(assets['chelsea.png'], assets['starry_night.jpg'], tile=96, **kw)
+  assert used and set(used) == {96}
   assert tiling.make_tiling(untiled.shape[:2], 96, ('relu3_1',)).count > 1
   assert np.abs(tiled - untiled).max() < 1e-3
   assert np.abs(untiled - nst_jax.image_io.resize(
       nst_jax.load_image(assets['chelsea.png']), untiled.shape[:2])).mean() > 1e-2
+
+
+def test_resume_keeps_the_saved_tile(vgg_params, assets, tmp_path, caplog):
+  """The tile is chosen from the memory free at the time; a resumed stage
+  keeps the one its checkpoint was made with (and is not refused)."""
+  c = nst_jax.get_default_config()
+  c.content, c.styles = assets['chelsea.png'], (assets['starry_night.jpg'],)
+  c.sizes, c.steps, c.checkpoint_every, c.tile = (200,), (2,), 1, '96'
+  c.content_layers, c.style_layers = ('relu3_1',), ('relu1_1', 'relu3_1')
+  first = nst_jax.run(c, str(tmp_path), params=vgg_params, quiet=True)
+  c.tile = '0'
+  with caplog.at_level('INFO', logger='nst_jax'):
+    again = nst_jax.run(c, str(tmp_path), params=vgg_params, quiet=True)
+  assert 'stage 1 resumes with its saved tile 96 and L-BFGS history 10' in caplog.text
+  np.testing.assert_array_equal(first, again)

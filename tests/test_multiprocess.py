@@ -30,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # rounding over many steps (the losses agree to 1e-7 at first).
 ARGS = ['--config=configs/default.py', '--config.sizes=96', '--config.steps=6',
         '--config.log_every=2', '--config.checkpoint_every=2', '--config.devices=0',
-        '--config.output_bits=16', '--quiet']
+        '--config.output_bits=16', '--config.save_every=2', '--quiet']
 
 
 def _env(devices):
@@ -107,6 +107,9 @@ def test_two_processes_equal_one_process_with_four_devices(tmp_path, vgg_params)
   # Only process 0 wrote: nothing but the shared checkpoints in process 1's workdir.
   assert sorted(os.listdir(w1)) == ['checkpoints'], os.listdir(w1)
   assert {'final.png', 'losses.jsonl', 'losses.png', 'config.json'} <= set(os.listdir(w0))
+  # Intermediates every 2 steps: gathered on both processes, written by 0.
+  assert sorted(os.listdir(w0 / 'intermediates')) == [
+      f'stage1_step{k:05d}.png' for k in (2, 4, 6)]
   assert _steps(w0) == _steps(tmp_path / 'single') == 6   # one record per step, once
 
 
@@ -162,3 +165,21 @@ def test_lost_process_stops_the_other_and_the_job_resumes(tmp_path, vgg_params):
       np.max(np.abs(resumed - uninterrupted))
   assert _steps(w0) == _steps(u0) == 24
   assert sorted(os.listdir(w1)) == ['checkpoints']
+
+
+def test_an_error_on_one_process_stops_the_other_at_once(tmp_path, vgg_params):
+  """Process 1 cannot use its workdir (a path under a file): it stops with
+  its one-line error, and process 0 with that message in seconds, not after
+  a collective's or the shutdown barrier's timeout."""
+  (tmp_path / 'file').write_text('not a directory')
+  t = time.time()
+  procs = _start_pair((tmp_path / 'w0', tmp_path / 'file' / 'w1'))
+  outs = [p.communicate(timeout=120) for p in procs]
+  assert time.time() - t < 60
+  assert procs[1].returncode == 2, outs[1][1][-2000:]
+  # (gRPC may log the coordinator's end after it: process 0 already left)
+  assert any(l.startswith('error: workdir ') for l in outs[1][1].splitlines()), \
+      outs[1][1][-2000:]
+  assert procs[0].returncode == 3, outs[0][1][-2000:]
+  assert outs[0][1].strip().splitlines()[-1].startswith(
+      'error: process 1 of 2 stopped: workdir '), outs[0][1][-2000:]

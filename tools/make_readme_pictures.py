@@ -25,7 +25,6 @@ from contact_sheet import contact_sheet, mask_picture  # pylint: disable=g-impor
 
 def _run(name, size, steps, params, **overrides):
   import nst_jax
-  import nst_jax
   config = importlib.import_module(f'configs.{name}').get_config()
   config.sizes, config.steps = (size,), (steps,)
   for k, v in overrides.items():
