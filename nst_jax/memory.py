@@ -219,6 +219,11 @@ def plan_stage(hw, *, tile, limit: int, limit_source: str = '', name: str = 'sta
                    f'than the {limit / GB:.1f} GB limit ({limit_source}); use {hint}, or '
                    f'set {fixes}')
   if tile != 'auto':
+    halo, _ = tiling.halo_and_align(kw['layers'])
+    if int(tile) < 2 * halo:
+      log.warning('%s: tile %s is less than twice the halo (%d px): each window '
+                  'computes %.0fx its tile', where, tile, halo,
+                  ((int(tile) + 2 * halo) / int(tile)) ** 2)
     fixed = estimate(hw, tile=int(tile), lbfgs_memory=lbfgs_memory, **kw)
     if fixed.total > limit:
       raise NSTError(f'{where} needs an estimated {fixed.total / GB:.1f} GB with tile '

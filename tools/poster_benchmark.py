@@ -10,9 +10,10 @@ r"""Posters in bounded memory: measurements behind the memory plan and tiling.
   # XLA's memory analysis of a compiled step, compile only (nothing allocated):
   python tools/poster_benchmark.py analysis --size 8192 --tile 1024 --lbfgs-memory 10
 
-  # The plan's estimates for print sizes (memory) on this machine and on a
-  # device with --device-gb of memory:
-  python tools/poster_benchmark.py table --device-gb 80
+  # The plan's estimates for print sizes (memory, CPU time) on a CPU with
+  # --cpu-gb of available RAM and on a device with --device-gb of memory:
+  python tools/poster_benchmark.py table --cpu-gb 23 --device-gb 80 \\
+      --s-per-mp 2.2 --evals-per-step 1.2 --tiled-factor 1.33
 
 Every mode prints a JSON line per measurement (and the table mode a
 Markdown table); WORKSPACE.md has the numbers measured on the project's
@@ -82,11 +83,12 @@ def _objective(size):
   content = image_io.resize(image_io.load_image(asset('chelsea.png')), (size, size))
   style = image_io.load_image(asset('starry_night.jpg'))
   style = image_io.resize(style, image_io.fit_long_side(style.shape[:2], size))
-  targets = objective.make_targets(params, content, [style], tile=args_tile_for_targets(size))
+  targets = objective.make_targets(params, content, [style], tile=_target_tile(size))
   return params, jnp.asarray(content), targets, objective.LossWeights(1.0, 100.0, 0.0)
 
 
-def args_tile_for_targets(size):
+def _target_tile(size):
+  """Targets of big sizes in tiles (forward only; the same values)."""
   return 512 if size > 1024 else 0
 
 
@@ -126,7 +128,6 @@ def analysis(args):
   # Targets' shapes only (their values do not change the buffers).
   t = jax.eval_shape(lambda c, s: objective.make_targets(params, c, [s]),
                      abstract((64, 64, 3)), abstract((64, 64, 3)))
-  t = jax.tree.map(lambda x: x, t)
   content = {l: nst_jax.losses.Target(abstract((args.size // 8, args.size // 8, 512)),
                                       abstract(())) for l in t.content}
   targets = objective.Targets(content, t.style)
@@ -155,30 +156,77 @@ def analysis(args):
       loss_grad_temp_gb=gb(b.temp_size_in_bytes),
       loss_grad_total_gb=gb(b.temp_size_in_bytes + b.argument_size_in_bytes),
       plan_estimate_gb=gb(est.total), plan_parts_gb={k: gb(v) for k, v in est.parts.items()},
-      tiles=tiling.make_tiling(hw, args.tile, targets.layers).count)), flush=True)
+      tiles=_tile_count(hw, args.tile, targets.layers))), flush=True)
+
+
+def _tile_count(hw, tile, layers) -> int:
+  from nst_jax import tiling
+  t = tiling.make_tiling(hw, tile, layers)
+  return t.count if t else 1
 
 
 def table(args):
+  """Print sizes: the plan's memory (CPU and one GPU) and an estimated CPU time.
+
+  The time is an estimate: per stage of the poster schedule, steps ×
+  ``--evals-per-step`` × megapixels × ``--s-per-mp`` (one untiled
+  loss+gradient evaluation per megapixel, measured with the ``ratio`` mode),
+  and where the plan tiles × ``--tiled-factor`` × the windows' pixels over
+  the image's (the halo's recomputation; the factor, ~4/3 for the second
+  forward pass, is fitted to the ``ratio`` measurements).
+  """
+  import math
   from nst_jax import memory, poster, tiling
   from nst_jax.objective import PAPER_STYLE_LAYERS
   layers = ('relu4_2',) + PAPER_STYLE_LAYERS
-  rows = []
-  cpu_limit, source = memory.device_limit(0)
+  if args.cpu_gb:
+    cpu_limit, source = int(args.cpu_gb * memory.CPU_RAM_SHARE * 2**30), (
+        f'{memory.CPU_RAM_SHARE:.0%} of {args.cpu_gb:g} GB available')
+  else:
+    cpu_limit, source = memory.device_limit(0)
+  gpu_limit = int(args.device_gb * 0.95 * 2**30)
+
+  def plan(hw, limit, cpu):
+    try:
+      return memory.plan_stage(hw, tile='auto', limit=limit, batch=1, channels=3,
+                               layers=layers, content_layers=('relu4_2',), cpu=cpu)
+    except Exception:  # pylint: disable=broad-except  (does not fit)
+      return None
+
+  def cell(m):
+    if m is None:
+      return 'does not fit'
+    how = f'tile {m.tile}' if m.tile else 'untiled'
+    return f'{m.total / 2**30:.1f} GB, {how}' + (f', m={m.lbfgs_memory}' if m.lbfgs_memory != 10 else '')
+
+  lines = ['| sheet | dpi | pixels | CPU: plan (est.) | CPU: time (est.) | '
+           f'GPU {args.device_gb:g} GB: plan (est.) | GPU: time |',
+           '|---|---|---|---|---|---|---|']
   for name in ('A4', 'A3', 'A2', 'A1', 'A0'):
     for dpi in (150, 300):
       h, w = poster.poster_pixels((512, 724), dpi, name)      # landscape, ISO aspect
-      row = dict(sheet=name, dpi=dpi, px=f'{w}x{h}', mp=round(h * w / 1e6, 1))
-      for key, limit, cpu in (('cpu', cpu_limit, True),
-                              ('gpu', int(args.device_gb * 0.95 * 2**30), False)):
-        try:
-          m = memory.plan_stage((h, w), tile='auto', limit=limit, batch=1, channels=3,
-                                layers=layers, content_layers=('relu4_2',), cpu=cpu)
-          row[key] = dict(gb=round(m.total / 2**30, 1), tile=m.tile, m=m.lbfgs_memory)
-        except Exception as e:  # pylint: disable=broad-except
-          row[key] = dict(error=str(e)[:80])
-      rows.append(row)
+      seconds, cpu_plan, gpu_plan = 0.0, None, None
+      for long_side, steps in poster.schedule(max(h, w)):
+        hw = (round(long_side * h / max(h, w)), long_side)
+        cpu_plan, gpu_plan = plan(hw, cpu_limit, True), plan(hw, gpu_limit, False)
+        mp = hw[0] * hw[1] / 1e6
+        over = 1.0
+        if cpu_plan is not None and cpu_plan.tile:
+          t = tiling.make_tiling(hw, cpu_plan.tile, layers)
+          over = args.tiled_factor * t.count * t.window_pixels / (hw[0] * hw[1])
+        seconds += steps * args.evals_per_step * mp * args.s_per_mp * over
+      hours = seconds / 3600
+      when = (f'{hours:.1f} h' if hours >= 1 else f'{math.ceil(seconds / 60)} min') \
+          if cpu_plan is not None else '—'
+      row = dict(sheet=name, dpi=dpi, px=f'{w}x{h}', mp=round(h * w / 1e6, 1),
+                 cpu=cell(cpu_plan), cpu_time=when, gpu=cell(gpu_plan))
       print(json.dumps(row), flush=True)
-  print(f'\ncpu limit: {cpu_limit / 2**30:.1f} GB ({source}); gpu: {args.device_gb} GB')
+      lines.append(f'| {name} | {dpi} | {w} × {h} ({row["mp"]} MP) | {row["cpu"]} | {when} | '
+                   f'{row["gpu"]} | not measured |')
+  print('\n'.join(lines))
+  print(f'\ncpu limit: {cpu_limit / 2**30:.1f} GB ({source}); gpu: {gpu_limit / 2**30:.1f} GB '
+        f'(95% of {args.device_gb:g} GB); {args.s_per_mp} s per evaluation per MP, '
+        f'{args.evals_per_step} evaluations per step, tiled factor {args.tiled_factor}')
 
 
 def main():
@@ -192,6 +240,12 @@ def main():
   p.add_argument('--lbfgs-memory', type=int, default=10)
   p.add_argument('--dtype', default='float32')
   p.add_argument('--device-gb', type=float, default=80.0)
+  p.add_argument('--cpu-gb', type=float, default=0.0,
+                 help='table: available RAM to plan for (0: this machine, now)')
+  p.add_argument('--s-per-mp', type=float, default=2.2,
+                 help='table: seconds per untiled evaluation per megapixel (CPU)')
+  p.add_argument('--evals-per-step', type=float, default=1.2)
+  p.add_argument('--tiled-factor', type=float, default=1.33)
   args = p.parse_args()
   if args.mode == 'analysis':
     args.tile = int(args.tile)
