@@ -13,7 +13,7 @@ r"""Posters in bounded memory: measurements behind the memory plan and tiling.
   # The plan's estimates for print sizes (memory, CPU time) on a CPU with
   # --cpu-gb of available RAM and on a device with --device-gb of memory:
   python tools/poster_benchmark.py table --cpu-gb 23 --device-gb 80 \\
-      --s-per-mp 2.2 --evals-per-step 1.2 --tiled-factor 1.33
+      --s-per-mp 9.8 --evals-per-step 1.2 --tiled-factor 1.33
 
 Every mode prints a JSON line per measurement (and the table mode a
 Markdown table); WORKSPACE.md has the numbers measured on the project's
@@ -242,7 +242,7 @@ def main():
   p.add_argument('--device-gb', type=float, default=80.0)
   p.add_argument('--cpu-gb', type=float, default=0.0,
                  help='table: available RAM to plan for (0: this machine, now)')
-  p.add_argument('--s-per-mp', type=float, default=2.2,
+  p.add_argument('--s-per-mp', type=float, default=9.8,
                  help='table: seconds per untiled evaluation per megapixel (CPU)')
   p.add_argument('--evals-per-step', type=float, default=1.2)
   p.add_argument('--tiled-factor', type=float, default=1.33)
