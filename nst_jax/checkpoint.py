@@ -42,7 +42,8 @@ CHECKPOINTS = 'checkpoints'
 PHASE_OUTPUTS = 'phase_outputs'
 # Fields that do not change the optimisation's numbers.
 _NOT_FINGERPRINTED = ('output', 'save_every', 'checkpoint_every', 'resume',
-                      'compilation_cache', 'output_bits', 'dpi')
+                      'compilation_cache', 'output_bits', 'dpi',
+                      'train_steps')   # fast_train: a longer run continues a shorter one
 
 
 def fingerprint(config, plan_signature=None) -> str:

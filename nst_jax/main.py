@@ -61,7 +61,7 @@ def main(argv):
   except KeyboardInterrupt:
     sys.stderr.write('\ninterrupted\n')
     sys.exit(130)
-  print(os.path.join(_WORKDIR.value, config.output))
+  print(api.result_path(config, _WORKDIR.value))
 
 
 def _error(message: str) -> None:
