@@ -381,7 +381,11 @@ def _fast(c, job: str) -> FastSpec | None:
     if not train_images or not os.path.isdir(train_images):
       raise NSTError(f'config.train_images must be a folder of content photos, '
                      f'got {train_images!r}')
-    image_io.list_images(train_images)                  # raises if it holds none
+    try:
+      image_io.list_images(train_images)
+    except NSTError:
+      raise NSTError(f'config.train_images: {train_images} holds no images '
+                     f'({", ".join(image_io.IMAGE_EXTENSIONS)})') from None
     if c.color_control not in FAST_COLOR_CONTROLS:
       raise NSTError(f'config.color_control must be one of {FAST_COLOR_CONTROLS} for '
                      f'job=fast_train, got {c.color_control!r}')
