@@ -284,7 +284,8 @@ def model_meta(spec, step: int) -> dict:
       'guidance': g.content if g else '',
       'region_styles': list(g.region_styles) if g else [],
       'styles': [os.path.basename(str(s)) for s in spec.styles],
-      'train_size': spec.fast.train_size, 'step': int(step),
+      'train_size': spec.fast.train_size, 'style_scale': spec.style_scale,
+      'step': int(step),
       'train_steps': spec.fast.train_steps, 'batch_size': spec.fast.batch_size,
   }
 
