@@ -44,7 +44,7 @@ def get_config():
   config.train_steps = 1500
   config.net_width = 16
   config.learning_rate = 1e-3
-  config.style_weight = 30.0           # beta (100 made texture without content)
+  config.style_weight = 10.0           # beta (30 and 100 made texture without content)
   config.style_scale = 2.0             # style at 256 px for 128-px crops
   config.log_every = 10
   config.save_every = 250

@@ -109,6 +109,36 @@ def test_a_few_dozen_steps_lower_the_loss(photos, tmp_path, vgg_params):
   assert out.shape == (21, 30, 3) and out.dtype == np.float32
 
 
+def test_guided_luminance_training_and_apply(photos, tmp_path, vgg_params):
+  styles = (nst_jax.config.asset('starry_night.jpg'), nst_jax.config.asset('the_scream.jpg'))
+  config = nst_jax.make_config(train_images=photos, train_steps=5, styles=styles,
+                               content_guidance='halves_x', color_control='luminance',
+                               **TINY)
+  nst_jax.run(config, str(tmp_path), params=vgg_params, quiet=True)
+  model = nst_jax.fast.load(str(tmp_path))
+  assert (model.channels, model.regions, model.meta['region_styles']) == (1, 2, [0, 1])
+  content = nst_jax.load_image(nst_jax.image_io.list_images(photos)[0])
+  out = nst_jax.fast.stylize(model, content, 'disc:0.3')
+  chroma = lambda x: color.rgb_to_yiq(x)[..., 1:]
+  assert np.max(np.abs(chroma(out) - chroma(content))) < 1e-3
+
+
+def test_histogram_control_gives_the_style_the_photos_colour_statistics(photos):
+  config = nst_jax.make_config(train_images=photos, color_control='histogram', **TINY)
+  spec = nst_jax.config.validate(config)
+  crops = train.Crops(nst_jax.image_io.list_images(photos), 32)
+  style = train.prepare_styles(spec, crops)[0].reshape(-1, 3)
+  plain = train.prepare_styles(nst_jax.config.validate(
+      nst_jax.make_config(train_images=photos, **TINY)), crops)[0].reshape(-1, 3)
+  pixels = crops.pixels()
+  # Matched at full size, then resized to the training scale: the mean stays,
+  # the covariance moves to the photos' (resizing only smooths it a little).
+  np.testing.assert_allclose(style.mean(0), pixels.mean(0), atol=0.02)
+  assert np.abs(plain.mean(0) - pixels.mean(0)).max() > 0.05
+  cov_error = lambda x: np.linalg.norm(np.cov(x.T) - np.cov(pixels.T))
+  assert cov_error(style) < 0.5 * cov_error(plain)
+
+
 def test_crops_are_a_function_of_seed_and_step(photos):
   paths = nst_jax.image_io.list_images(photos)
   a, b = train.Crops(paths, 32, seed=1), train.Crops(paths, 32, seed=1)
