@@ -2,7 +2,7 @@ r"""The fast-network demo: train it, bundle it, picture it, test the paper's cla
 
   python tools/make_fast_demo.py --work /tmp/nst_fast_demo \
       [--held-out coffee.png rocket.jpg] [--steps 1500] [--guided-steps 800] \
-      [--skip-train] [--skip-guided] [--skip-optimize]
+      [--plain-model DIR] [--skip-train] [--skip-guided] [--skip-optimize]
 
 1. Training images: ../shared/images minus the held-out photo (chelsea.png)
    and minus the style paintings (starry_night.jpg, the_scream.jpg), i.e.
@@ -18,9 +18,10 @@ r"""The fast-network demo: train it, bundle it, picture it, test the paper's cla
    150 + 50 L-BFGS steps) with its time -> docs/images/fast_demo.jpg.
 4. Spatial control: a second network trained on the fixed mask ``halves_x``
    (left Starry Night, right The Scream) is applied with ``disc:0.3`` and
-   ``horizon:0.5``; for each region the masked (guided) Gram distance of the
-   output to each style is printed and saved (WORK/generalisation.json), and
-   the pictures go to docs/images/fast_guided.jpg.
+   ``horizon:0.5`` (and ``halves_x``), each also with its two channels
+   swapped; for each region the masked (guided) Gram distance of the output
+   to each style is printed and saved (WORK/generalisation.json), and the
+   pictures go to docs/images/fast_guided.jpg.
 
 The masked Gram distance of region r to style s: over the paper's style
 layers (equal weights), ‖G_r,l − A_s,l‖² / ‖A_s,l‖², G_r,l the guided Gram of
@@ -158,18 +159,26 @@ def generalisation(model_dir, photos, params, out_path, json_path) -> list:
     photo = fit(nst_jax.load_image(path), 512)
     items.append((os.path.basename(path), photo))
     for form in ('halves_x', 'disc:0.3', 'horizon:0.5'):
-      mask = nst_jax.masks.load_guidance(form, photo.shape[:2])
-      out, secs = timed_stylize(model, photo, form)
-      d = region_distances(params, out, mask, grams, layers)
-      own = [d[r, model.meta['region_styles'][r]] for r in range(2)]
-      other = [d[r, 1 - model.meta['region_styles'][r]] for r in range(2)]
-      rows.append(dict(photo=os.path.basename(path), mask=form,
-                       distances=d.round(4).tolist(), own=own, other=other,
-                       closer_to_own=[o < x for o, x in zip(own, other)], stylize_s=secs))
-      print(json.dumps(rows[-1]), flush=True)
-      if form != 'halves_x':
-        items += [(f'mask {form}', mask_picture(mask)), (f'network, {form}', out)]
-  contact_sheet(items, cols=5, height=200).save(out_path, quality=90)
+      base = nst_jax.masks.load_guidance(form, photo.shape[:2])
+      # Swapped: the same areas with the region channels exchanged; the
+      # styles must follow the channels (not the positions) to stay "own".
+      for swapped, mask in ((False, base), (True, base[..., ::-1].copy())):
+        out, secs = timed_stylize(model, photo, mask)
+        d = region_distances(params, out, mask, grams, layers)
+        own = [float(d[r, model.meta['region_styles'][r]]) for r in range(2)]
+        other = [float(d[r, 1 - model.meta['region_styles'][r]]) for r in range(2)]
+        rows.append(dict(photo=os.path.basename(path), mask=form, swapped=swapped,
+                         distances=d.round(4).tolist(), own=own, other=other,
+                         closer_to_own=[bool(o < x) for o, x in zip(own, other)],
+                         stylize_s=secs))
+        print(json.dumps(rows[-1]), flush=True)
+        if form == 'disc:0.3':
+          if not swapped:
+            items.append((f'mask {form}', mask_picture(mask)))
+          items.append((f'network, {form}' + (' swapped' if swapped else ''), out))
+        elif form != 'halves_x' and not swapped:
+          items += [(f'mask {form}', mask_picture(mask)), (f'network, {form}', out)]
+  contact_sheet(items, cols=6, height=200).save(out_path, quality=90)
   with open(json_path, 'w', encoding='utf-8') as f:
     json.dump(rows, f, indent=1)
   return rows
@@ -182,27 +191,32 @@ def main():
                  help='more photos the networks never saw (e.g. scikit-image coffee.png)')
   p.add_argument('--steps', type=int, default=0, help='override train_steps (0: the config)')
   p.add_argument('--guided-steps', type=int, default=800)
+  p.add_argument('--plain-model', default='',
+                 help='an already trained Starry Night model dir instead of training one')
   p.add_argument('--skip-train', action='store_true')
   p.add_argument('--skip-guided', action='store_true')
   p.add_argument('--skip-optimize', action='store_true')
+  p.add_argument('--skip-demo', action='store_true',
+                 help='keep the bundled model and docs/images/fast_demo.jpg as they are')
   a = p.parse_args()
   import nst_jax
   os.makedirs(a.work, exist_ok=True)
   images = train_images(a.work)
   steps = [f'--config.train_steps={a.steps}'] if a.steps else []
-  plain = os.path.join(a.work, 'starry')
-  if not a.skip_train:
+  plain = a.plain_model or os.path.join(a.work, 'starry')
+  if not a.skip_train and not a.plain_model:
     print('plain model:', train(a.work, 'starry', images,
                                 [f'--config.styles={os.path.join(SHARED, STYLES[0])}', *steps]))
-  bundled = nst_jax.config.asset(nst_jax.config.DEMO_MODEL)
-  os.makedirs(bundled, exist_ok=True)
-  for name in ('model.json', 'model.npz'):
-    shutil.copyfile(os.path.join(plain, name), os.path.join(bundled, name))
   params = nst_jax.load_vgg19()
   photos = [os.path.join(SHARED, HELD_OUT), *a.held_out]
   docs = os.path.join(ROOT, 'docs', 'images')
-  demo_pictures(plain, photos, params, not a.skip_optimize,
-                os.path.join(docs, 'fast_demo.jpg'))
+  if not a.skip_demo:
+    bundled = nst_jax.config.asset(nst_jax.config.DEMO_MODEL)
+    os.makedirs(bundled, exist_ok=True)
+    for name in ('model.json', 'model.npz'):
+      shutil.copyfile(os.path.join(plain, name), os.path.join(bundled, name))
+    demo_pictures(plain, photos, params, not a.skip_optimize,
+                  os.path.join(docs, 'fast_demo.jpg'))
   if not a.skip_guided:
     guided = os.path.join(a.work, 'halves')
     styles = ','.join(os.path.join(SHARED, s) for s in STYLES)
