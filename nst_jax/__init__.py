@@ -19,6 +19,7 @@ from nst_jax.api import make_config, run, stylize
 from nst_jax.config import get_default_config
 from nst_jax.errors import NSTError
 from nst_jax.guidance import guided_gram, guided_mean, layer_guidance
+from nst_jax import image_io
 from nst_jax.image_io import load_image, save_image
 from nst_jax.losses import content_loss, gram, style_loss, total_variation
 from nst_jax.objective import (LossWeights, Targets, loss_terms, make_guided_targets,

@@ -33,6 +33,8 @@ def make_config(config=None, **overrides) -> ml_collections.ConfigDict:
   for k, v in overrides.items():
     if k not in c:
       raise NSTError(f'unknown config field {k!r}')
+    if isinstance(c[k], str) and isinstance(v, int) and not isinstance(v, bool):
+      v = str(v)                          # e.g. tile=256 for the field tile='auto'
     c[k] = tuple(v) if isinstance(v, list) else v
   return c
 
@@ -57,7 +59,7 @@ def _execute(spec, config, workdir, params, quiet, checkpoints: bool):
     params = load_vgg19(spec.weights or None)
   reporter = Reporter(plan_lib.stage_costs(plan),
                       workdir_lib.log_path(workdir) if workdir else None,
-                      quiet=quiet, previous=kept)
+                      quiet=quiet or not workdir_lib.writer(), previous=kept)
   hooks.insert(0, reporter)
   if ckpt is not None:
     hooks.append(ckpt)                 # last: saves after the others have seen a chunk

@@ -77,9 +77,12 @@ class Checkpointer(Hook):
     self.every = every
     self.fingerprint = config_fingerprint
     self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINTS))
-    if not resume and os.path.isdir(self.directory):
+    if not resume and os.path.isdir(self.directory) and jax.process_index() == 0:
       import shutil  # pylint: disable=g-import-not-at-top
       shutil.rmtree(self.directory)
+    if jax.process_count() > 1:             # nobody reads before process 0 cleared
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices('nst_jax checkpoints ready')
     self.manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(
             max_to_keep=2, enable_async_checkpointing=False, create=True),
@@ -108,16 +111,22 @@ class Checkpointer(Hook):
     """True if the checkpoint is in a later stage (this one is done)."""
     return self.point is not None and self.point['stage'] > stage
 
-  def restore(self, stage: int, template):
-    """The saved state of ``stage`` shaped like ``template``, or None."""
+  def restore(self, stage: int, template, shardings=None):
+    """The saved state of ``stage`` shaped like ``template`` (arrays or
+    ``jax.ShapeDtypeStruct``), or None. Each leaf is read straight into its
+    sharding from ``shardings`` (a matching tree; default: the template
+    leaf's own, else this process's first device): with several processes
+    every process reads its shards only."""
     if self.point is None or self.point['stage'] != stage:
       return None
+    local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    if shardings is None:
+      shardings = jax.tree.map(lambda x: getattr(x, 'sharding', None) or local, template)
     abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), template)
-    restored = self.manager.restore(self.point['global_step'], args=self._ocp.args.Composite(
+        lambda x, s: jax.ShapeDtypeStruct(np.shape(x), _dtype(x), sharding=s),
+        template, shardings)
+    return self.manager.restore(self.point['global_step'], args=self._ocp.args.Composite(
         state=self._ocp.args.StandardRestore(abstract)))['state']
-    return jax.tree.map(lambda t, r: jax.numpy.asarray(r, dtype=np.asarray(t).dtype),
-                        template, restored)
 
   def phase_output(self, index: int):
     """A finished phase's images, saved by :meth:`phase_end`, or None."""
@@ -130,8 +139,8 @@ class Checkpointer(Hook):
   def chunk(self, stage, before, state, metrics, terms):
     del before, metrics, terms
     global_step = self._offset(stage) + int(state.step)
-    self.save(stage, global_step, state)
     self.check_stop(stage, global_step, state)
+    self.save(stage, global_step, state)
 
   def stage_end(self, stage, state):
     self.save(stage, self._offset(stage) + int(state.step), state, force=True)
@@ -149,11 +158,13 @@ class Checkpointer(Hook):
 
   # -- save -------------------------------------------------------------
   def save(self, stage: int, global_step: int, state, force: bool = False):
-    """Saves at a chunk boundary if due (``force``: always)."""
+    """Saves at a chunk boundary if due (``force``: always). With several
+    processes all of them call it with the same arguments (orbax saves
+    together)."""
     step = int(state.step)
     due = self.every and (self._last_saved is None or
                           global_step // self.every > self._last_saved // self.every)
-    if not (force or due or self.stop_signal) or global_step == self._last_saved:
+    if not (force or due) or global_step == self._last_saved:
       return
     if self.manager.latest_step() == global_step:
       self._last_saved = global_step
@@ -166,10 +177,15 @@ class Checkpointer(Hook):
     self._last_saved = global_step
 
   def check_stop(self, stage: int, global_step: int, state):
-    """After a chunk: if a stop signal came, save and raise :class:`Preempted`."""
-    if self.stop_signal is not None:
+    """After a chunk: if a stop signal came (to any process), save and raise
+    :class:`Preempted`."""
+    signum = self.stop_signal or 0
+    if jax.process_count() > 1:             # the processes agree, then save together
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      signum = int(np.max(multihost_utils.process_allgather(np.int32(signum))))
+    if signum:
       self.save(stage, global_step, state, force=True)
-      raise Preempted(self.stop_signal, stage, int(state.step))
+      raise Preempted(signum, stage, int(state.step))
 
   def install_signal_handlers(self):
     """SIGTERM/SIGINT set a flag; the loop saves and stops at the next chunk."""
@@ -184,3 +200,7 @@ class Checkpointer(Hook):
 
   def close(self):
     self.manager.close()
+
+
+def _dtype(x):
+  return x.dtype if hasattr(x, 'dtype') else np.asarray(x).dtype

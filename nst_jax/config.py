@@ -70,6 +70,10 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.optimizer = 'lbfgs'                # 'lbfgs' (zoom line search) | 'adam'
   c.learning_rate = 0.02               # Adam only; L-BFGS uses its line search
   c.lbfgs_memory = 10                  # L-BFGS history length
+  c.tile = 'auto'                      # 'auto' | '0' (off) | tile side in px: exact tiled
+  #                                      evaluation when a stage does not fit in memory
+  c.memory_limit_gb = 0.0              # memory the plan may use per device; 0 = the
+  #                                      accelerator's, or 40% of available RAM on CPU
   c.remat = 'none'                     # 'none' | 'block': recompute VGG blocks in backward
   c.activation_dtype = 'float32'       # 'float32' | 'bfloat16' activations
   c.init = 'content'                   # 'content' | 'noise' | 'style' | image path
@@ -217,6 +221,8 @@ class RunSpec:
   weights: str
   max_input_pixels: int
   batch_size: int
+  tile: object                         # 'auto' or an int (0 = off)
+  memory_limit_gb: float
   devices: int
   remat: str
   activation_dtype: str
@@ -353,6 +359,7 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
       weights=str(c.weights or ''),
       max_input_pixels=_int('max_input_pixels', c.max_input_pixels, 1),
       batch_size=_int('batch_size', c.batch_size, 0),
+      tile=_tile(c.tile), memory_limit_gb=_number('memory_limit_gb', c.memory_limit_gb),
       devices=_int('devices', c.devices, 0),
       remat=_choice('remat', c.remat, vgg.REMATS),
       activation_dtype=_choice('activation_dtype', c.activation_dtype,
@@ -523,6 +530,21 @@ def _poster(c) -> tuple:
   if not _number('dpi', c.dpi, positive=True):
     raise NSTError('config.dpi must be positive for a poster')
   return (poster, print_size, _int('poster_start', c.poster_start, 16))
+
+
+def _tile(value):
+  """'auto', or a non-negative tile side (0 = no tiling)."""
+  text = str(value).strip().lower()
+  if text == 'auto':
+    return 'auto'
+  try:
+    tile = int(text)
+  except ValueError:
+    tile = -1
+  if tile < 0 or (0 < tile < 16):
+    raise NSTError(f"config.tile must be 'auto', 0 (off) or a tile side >= 16 px, "
+                   f'got {value!r}')
+  return tile
 
 
 def _choice(field, value, options):

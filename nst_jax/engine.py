@@ -29,11 +29,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import PartitionSpec as P
 
 from nst_jax import objective
 from nst_jax import optim
 from nst_jax import plan as plan_lib
 from nst_jax import sharding
+from nst_jax import tiling
 from nst_jax.errors import NSTError
 from nst_jax.files import cache_dir
 
@@ -55,8 +57,11 @@ class Hook:
 
   def chunk(self, stage: int, before: int, state: optim.StageState,
             metrics: optim.StepMetrics, terms: dict) -> None:
-    """After a compiled chunk: ``metrics`` per step (``[chunk, B]``), ``terms``
-    the loss terms (mean over the batch) at the chunk's final images."""
+    """After a compiled chunk: ``metrics`` per step (``[chunk, B]``, numpy),
+    ``terms`` the loss terms (mean over the batch) at the chunk's final images.
+    With several processes every process calls every hook (``state`` is a
+    global array: use :func:`nst_jax.sharding.to_host` on all of them); only
+    process 0 writes files."""
 
   def stage_end(self, stage: int, state: optim.StageState) -> None:
     """The stage's steps are done."""
@@ -123,15 +128,8 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: plan_lib.Prepared, params,
   weights = objective.LossWeights(*(jnp.float32(w) for w in (
       loss.content_weight, loss.style_weight, loss.tv_weight)))
   vgg_options = dict(remat=spec.remat, activation_dtype=spec.activation_dtype)
-  loss_fn = lambda pixels, shared, targets: objective.total_loss(
-      pixels, shared[0], targets, shared[1], **vgg_options)
-  terms_fn = jax.jit(lambda pixels, shared, targets: lax.map(
-      lambda a: objective.loss_terms(shared[0], objective.pixels_to_image(a[0]), a[1],
-                                     shared[1], **vgg_options), (pixels, targets)))
-  optimizer = optim.make_optimizer(spec.optimizer, spec.learning_rate, spec.lbfgs_memory)
   chunk = math.gcd(spec.log_every, spec.save_every) if spec.save_every else spec.log_every
   mesh = sharding.make_mesh(spec.devices, phase.batch)
-  run_chunk = optim.make_chunk_fn(loss_fn, optimizer, chunk, mesh)
   shared = sharding.replicate((params, weights), mesh)
   image = None
   for k, stage in enumerate(phase.stages):
@@ -140,20 +138,29 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: plan_lib.Prepared, params,
       for h in hooks:
         h.stage_skipped(g, stage)
       continue
+    loss_fn, terms_fn = _loss_fns(stage.tile, mesh, vgg_options)
+    optimizer = optim.make_optimizer(spec.optimizer, spec.learning_rate,
+                                     stage.lbfgs_memory)
+    run_chunk = optim.make_chunk_fn(loss_fn, optimizer, chunk, mesh)
     targets, skipped = plan_lib.stage_targets(phase, prepared, k, params)
     if skipped and k == 0:
       _warn_skipped(skipped)
     start = plan_lib.stage_start(phase, prepared, k, image, spec.seed)
-    state = optim.init_state(optimizer, start)
-    restored = resume.restore(g, state) if resume is not None else None
-    if restored is not None:
-      state = restored
-    state = sharding.place(state, mesh, start.shape[1:])
+    image = None                                 # only the start needed it
+    abstract = jax.eval_shape(lambda s: optim.init_state(optimizer, s), start)
+    restored = state = None
+    if resume is not None:                       # straight into the mesh's shards
+      restored = state = resume.restore(
+          g, abstract, sharding.shardings(abstract, mesh, start.shape[1:]))
+    if state is None:
+      state = sharding.place(optim.init_state(optimizer, start), mesh, start.shape[1:])
+    start = None
     consts = (shared, sharding.place(targets, mesh))
     num_steps = jnp.int32(stage.steps)
     t = time.perf_counter()
     compiled = run_chunk.lower(state, consts, num_steps).compile()
     compile_s = time.perf_counter() - t
+    _log_memory(g, stage, compiled)
     resumed_at = int(state.step) if restored is not None else 0
     for h in hooks:
       h.stage_start(g, stage, phase.batch, compile_s, resumed_at)
@@ -165,15 +172,49 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: plan_lib.Prepared, params,
         raise NSTError(f'optimisation diverged (loss {terms["total"]}) in stage '
                        f'{g + 1} at step {int(state.step)}; lower the weights '
                        'or try --config.optimizer=adam')
+      metrics = sharding.to_host(metrics)
       for h in hooks:
         h.chunk(g, before, state, metrics, terms)
     for h in hooks:
       h.stage_end(g, state)
-    image = jax.vmap(objective.pixels_to_image)(state.pixels)
-  if jax.process_count() > 1:   # multi-host: gather the pieces from every host
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    image = multihost_utils.process_allgather(image, tiled=True)
+    image = sharding.to_host(jax.vmap(objective.pixels_to_image)(state.pixels))
   return np.asarray(image, np.float32)
+
+
+def _loss_fns(tile: int, mesh, vgg_options):
+  """The stage's loss of one image (for the optimiser) and its batched terms.
+
+  Tiled with a spatial mesh axis ``'h'``, the tiles are divided among its
+  devices (see :mod:`nst_jax.tiling`).
+  """
+  bands = mesh if mesh is not None and mesh.shape['h'] > 1 else None
+
+  def loss_fn(pixels, shared, targets):
+    return tiling.total_loss(pixels, shared[0], targets, shared[1], tile, bands,
+                             **vgg_options)
+
+  def terms(pixels, shared, targets):
+    return lax.map(lambda a: tiling.loss_terms(
+        shared[0], objective.pixels_to_image(a[0]), a[1], shared[1], tile, bands,
+        **vgg_options), (pixels, targets))
+
+  if mesh is not None and mesh.shape['b'] > 1:     # each device group its own images
+    terms = jax.shard_map(terms, mesh=mesh, in_specs=(P('b'), P(), P('b')),
+                          out_specs=P('b'), axis_names={'b'}, check_vma=False)
+  return loss_fn, jax.jit(terms)
+
+
+def _log_memory(stage: int, stage_plan, compiled) -> None:
+  """XLA's own numbers for the compiled chunk, beside the plan's estimate."""
+  try:
+    a = compiled.memory_analysis()
+    xla = a.temp_size_in_bytes + a.argument_size_in_bytes + a.output_size_in_bytes \
+        - a.alias_size_in_bytes
+  except Exception:  # pylint: disable=broad-except  (not every backend reports it)
+    return
+  planned = stage_plan.memory.total if stage_plan.memory else 0
+  log.info('stage %d: XLA buffers %.2f GB (temp %.2f GB), plan %.2f GB', stage + 1,
+           xla / 2**30, a.temp_size_in_bytes / 2**30, planned / 2**30)
 
 
 def _warn_skipped(skipped: dict) -> None:

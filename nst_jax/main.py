@@ -30,8 +30,16 @@ _WORKDIR = flags.DEFINE_string('workdir', 'nst_out',
                                'config and intermediates.')
 _QUIET = flags.DEFINE_bool('quiet', False, 'No progress bar.')
 _MULTIHOST = flags.DEFINE_bool(
-    'multihost', False, 'Call jax.distributed.initialize() first (one process '
-    'per host of a TPU pod slice or GPU cluster; see WORKSPACE.md).')
+    'multihost', False, 'Join a multi-process run first (one process per host of a '
+    'TPU pod slice or GPU cluster): detected from TPU/SLURM/Open MPI, or given by '
+    '--coordinator_address, --num_processes, --process_id. See README.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'HOST:PORT where process 0 runs the coordinator '
+    '(implies --multihost).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
+                                      'Number of processes (implies --multihost).')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None,
+                                   'This process: 0 ... num_processes-1.')
 
 
 def main(argv):
@@ -39,9 +47,13 @@ def main(argv):
   # Our messages at INFO; libraries (orbax's per-save chatter) at WARNING.
   logging.set_verbosity(logging.WARNING)
   std_logging.getLogger('nst_jax').setLevel(std_logging.INFO)
-  if _MULTIHOST.value:
-    import jax  # pylint: disable=g-import-not-at-top
-    jax.distributed.initialize()
+  explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if _MULTIHOST.value or any(v is not None for v in explicit):
+    from nst_jax import distributed  # pylint: disable=g-import-not-at-top
+    try:
+      distributed.initialize(*explicit)
+    except NSTError as e:
+      _error(str(e))
   from nst_jax import api  # pylint: disable=g-import-not-at-top
   try:
     config = _CONFIG.value
@@ -93,7 +105,8 @@ def split_list_flags(argv):
   ml_collections parses tuple overrides with ``ast.literal_eval``, which
   fails on absolute paths and on names with spaces. For the list-of-names
   fields (:data:`nst_jax.config.STRING_LIST_FIELDS`) we split on commas
-  ourselves; a value already written as a Python tuple or list is kept.
+  ourselves; a value already written as a Python tuple or list is kept. Of
+  an override given twice the last counts, as for any other flag.
   """
   from nst_jax.config import STRING_LIST_FIELDS  # pylint: disable=g-import-not-at-top
   out, i = [], 0
@@ -110,7 +123,12 @@ def split_list_flags(argv):
       arg = f'{name}={value}'
     out.append(arg)
     i += 1
-  return out
+  # A repeated override: the last wins (ml_collections would concatenate
+  # tuple values, e.g. --config.steps=6 --config.steps=40 -> (6, 40)).
+  last = {a.partition('=')[0]: k for k, a in enumerate(out)
+          if a.startswith('--config.') and '=' in a}
+  return [a for k, a in enumerate(out)
+          if not (a.startswith('--config.') and '=' in a) or last[a.partition('=')[0]] == k]
 
 
 def cli(argv=None):

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from nst_jax import guidance as guidance_lib
 from nst_jax import losses
+from nst_jax import tiling
 from nst_jax import vgg
 from nst_jax.errors import NSTError
 
@@ -80,33 +81,49 @@ def layer_weights(layers, what: str = 'layer') -> dict[str, float]:
 
 
 _features = jax.jit(vgg.vgg_features, static_argnames=('layers', 'pooling'))
+_tiled_features = jax.jit(tiling.features, static_argnames=('layers', 'tiling', 'pooling'))
+_tiled_sums = jax.jit(tiling.sums, static_argnames=('tiling', 'pooling'))
 
 
-def features(params, image, layers, pooling: str = 'max') -> dict:
-  """VGG features of one image (compiled once per shape and layer set)."""
-  return _features(params, jnp.asarray(image, jnp.float32), tuple(layers), pooling)
+def features(params, image, layers, pooling: str = 'max', tile: int = 0) -> dict:
+  """VGG features of one image (compiled once per shape and layer set).
+
+  ``tile``: compute them in tiles of this side (exact; the memory of one
+  tile's forward pass), for images too big to run whole.
+  """
+  image = jnp.asarray(image, jnp.float32)
+  t = tiling.make_tiling(image.shape[:2], tile, layers)
+  if t is not None:
+    return _tiled_features(params, image, tuple(layers), t, pooling)
+  return _features(params, image, tuple(layers), pooling)
 
 
-def style_grams(params, style_image, layers, pooling: str = 'max') -> dict:
-  """Gram matrices of one style image at ``layers``."""
-  return {k: losses.gram(v) for k, v in features(params, style_image, layers,
-                                                  pooling).items()}
+def style_grams(params, style_image, layers, pooling: str = 'max', tile: int = 0) -> dict:
+  """Gram matrices of one style image at ``layers`` (``tile``: see :func:`features`)."""
+  image = jnp.asarray(style_image, jnp.float32)
+  t = tiling.make_tiling(image.shape[:2], tile, layers)
+  if t is not None:
+    sums = _tiled_sums(params, image, tiling.Wanted(grams=tuple(layers)), t, pooling)
+    return {k: v / tiling.layer_positions(image.shape[:2], k)
+            for k, v in sums['grams'].items()}
+  return {k: losses.gram(v) for k, v in features(params, image, layers, pooling).items()}
 
 
 def content_targets(params, content_image, content_layers, *,
-                    normalization: str = 'relative', pooling: str = 'max') -> dict:
+                    normalization: str = 'relative', pooling: str = 'max',
+                    tile: int = 0) -> dict:
   """``{layer: Target}`` of the content image; ``{}`` for no layers."""
   if not content_layers:
     return {}
   weights = layer_weights(content_layers, 'content layer')
-  feats = features(params, content_image, weights, pooling)
+  feats = features(params, content_image, weights, pooling, tile)
   return losses.content_targets(feats, weights, normalization)
 
 
 def style_targets(params, style_images: Sequence, style_layers, *, style_blend=None,
                   normalization: str = 'relative', pooling: str = 'max',
                   layer_styles: Mapping[str, int] | None = None,
-                  global_weight: float = 1.0) -> dict:
+                  global_weight: float = 1.0, tile: int = 0) -> dict:
   """Blended Gram targets of the style images; ``{}`` when ``global_weight`` is 0.
 
   Args:
@@ -120,7 +137,7 @@ def style_targets(params, style_images: Sequence, style_layers, *, style_blend=N
   weights = layer_weights(style_layers, 'style layer')
   blend = (tuple(1.0 / len(style_images) for _ in style_images) if style_blend is None
            else tuple(style_blend))
-  grams = [style_grams(params, s, tuple(weights), pooling) for s in style_images]
+  grams = [style_grams(params, s, tuple(weights), pooling, tile) for s in style_images]
   if layer_styles:
     grams = [{l: grams[layer_styles.get(l, 0)][l] for l in weights}]
     blend = (1.0,)
@@ -133,7 +150,7 @@ def make_targets(params, content_image, style_images: Sequence, *,
                  style_blend=None, normalization: str = 'relative',
                  pooling: str = 'max', layer_styles=None,
                  global_weight: float = 1.0, guided: dict | None = None,
-                 statistic: str = 'gram') -> Targets:
+                 statistic: str = 'gram', tile: int = 0) -> Targets:
   """Content features and blended style Grams of one image, with their scales.
 
   Args:
@@ -150,15 +167,18 @@ def make_targets(params, content_image, style_images: Sequence, *,
     global_weight: λ_global, the weight of the unguided style targets.
     guided: ``{layer: GuidedTarget}`` from :func:`make_guided_targets`.
     statistic: what ``guided`` compares, ``'gram'`` or ``'mean'``.
+    tile: compute the features in tiles of this side (same targets; for
+      images too big to run whole, see :mod:`nst_jax.tiling`).
   """
   if statistic not in STATISTICS:
     raise NSTError(f'unknown guided statistic {statistic!r}; use one of {STATISTICS}')
   return Targets(
       content=content_targets(params, content_image, content_layers,
-                              normalization=normalization, pooling=pooling),
+                              normalization=normalization, pooling=pooling, tile=tile),
       style=style_targets(params, style_images, style_layers, style_blend=style_blend,
                           normalization=normalization, pooling=pooling,
-                          layer_styles=layer_styles, global_weight=global_weight),
+                          layer_styles=layer_styles, global_weight=global_weight,
+                          tile=tile),
       guided=guided or {}, pooling=pooling, statistic=statistic)
 
 
@@ -168,26 +188,36 @@ class GuidedStyle(NamedTuple):
   empty: jax.Array      # bool [R]: region r's style mask is empty at this layer
 
 
+def _guided_stats(params, image, guidance: dict, statistic, pooling, tile) -> dict:
+  """``{layer: [R, ...]}``: the guided statistic of every region of ``image``."""
+  image = jnp.asarray(image, jnp.float32)
+  t = tiling.make_tiling(image.shape[:2], tile, tuple(guidance))
+  if t is not None:
+    sums = _tiled_sums(params, image, tiling.Wanted(guided=guidance, statistic=statistic),
+                       t, pooling)
+    return {k: v / tiling.layer_positions(image.shape[:2], k)
+            for k, v in sums['guided'].items()}
+  stat = guidance_lib.guided_gram if statistic == 'gram' else guidance_lib.guided_mean
+  feats = features(params, image, tuple(guidance), pooling)
+  return {k: stat(feats[k], g) for k, g in guidance.items()}
+
+
 def guided_style_side(params, style_images, style_guidances, region_styles,
                       style_layers, *, mode='simple', extra=0, statistic='gram',
-                      pooling='max') -> dict[str, GuidedStyle]:
+                      pooling='max', tile: int = 0) -> dict[str, GuidedStyle]:
   """Per layer, region r's statistic on style ``region_styles[r]`` inside its mask r."""
   weights = layer_weights(style_layers, 'style layer')
   layers = tuple(weights)
   per_style = {}
   for s in sorted(set(region_styles)):
-    per_style[s] = (features(params, style_images[s], layers, pooling),
-                    guidance_lib.layer_guidance(style_guidances[s], layers, mode, extra))
-  stat = guidance_lib.guided_gram if statistic == 'gram' else guidance_lib.guided_mean
-  out = {}
-  for name in layers:
-    values, empty = [], []
-    for r, s in enumerate(region_styles):
-      feats, t = per_style[s]
-      values.append(stat(feats[name], t[name][..., r:r + 1])[0])
-      empty.append(guidance_lib.empty_regions({name: t[name][..., r:r + 1]})[name][0])
-    out[name] = GuidedStyle(jnp.stack(values), jnp.stack(empty))
-  return out
+    t = guidance_lib.layer_guidance(style_guidances[s], layers, mode, extra)
+    per_style[s] = (_guided_stats(params, style_images[s], t, statistic, pooling, tile),
+                    guidance_lib.empty_regions(t))
+  return {name: GuidedStyle(jnp.stack([per_style[s][0][name][r]
+                                       for r, s in enumerate(region_styles)]),
+                            jnp.stack([per_style[s][1][name][r]
+                                       for r, s in enumerate(region_styles)]))
+          for name in layers}
 
 
 def guided_targets(style_side: Mapping[str, GuidedStyle], content_guidance,
@@ -222,7 +252,8 @@ def guided_targets(style_side: Mapping[str, GuidedStyle], content_guidance,
 def make_guided_targets(params, content_guidance, style_images, style_guidances,
                         region_styles, region_weights, *, style_layers=PAPER_STYLE_LAYERS,
                         mode='simple', extra=0, statistic='gram',
-                        normalization='relative', pooling='max') -> tuple[dict, dict]:
+                        normalization='relative', pooling='max',
+                        tile: int = 0) -> tuple[dict, dict]:
   """Per-region targets: region r of the content takes style ``region_styles[r]``.
 
   Args:
@@ -238,18 +269,22 @@ def make_guided_targets(params, content_guidance, style_images, style_guidances,
   """
   side = guided_style_side(params, style_images, style_guidances, region_styles,
                            style_layers, mode=mode, extra=extra, statistic=statistic,
-                           pooling=pooling)
+                           pooling=pooling, tile=tile)
   return guided_targets(side, content_guidance, region_weights, style_layers,
                         mode=mode, extra=extra, normalization=normalization)
 
 
 def loss_terms(params, image, targets: Targets, weights: LossWeights,
-               **vgg_options) -> dict:
+               tile: int = 0, **vgg_options) -> dict:
   """Weighted loss terms of ``image`` ([H, W, 3] in [0, 1]) and their total.
 
-  ``vgg_options``: ``remat``, ``activation_dtype`` (see
-  :func:`nst_jax.vgg_features`); they change memory and speed, not the value.
+  ``tile``: evaluate in tiles of this side (:mod:`nst_jax.tiling`: the same
+  value in the memory of one tile). ``vgg_options``: ``remat``,
+  ``activation_dtype`` (see :func:`nst_jax.vgg_features`); they change memory
+  and speed, not the value.
   """
+  if tile:
+    return tiling.loss_terms(params, image, targets, weights, tile, **vgg_options)
   feats = vgg.vgg_features(params, image, targets.layers, targets.pooling,
                            **vgg_options)
   style = losses.style_loss(feats, targets.style)
@@ -279,12 +314,17 @@ def pixels_to_image(pixels: jax.Array) -> jax.Array:
 
 
 def total_loss(pixels, params, targets: Targets, weights: LossWeights,
-               **vgg_options) -> jax.Array:
+               tile: int = 0, **vgg_options) -> jax.Array:
   """α L_content + β L_style + γ L_tv of the image ``clip(pixels, 0, 1)``.
+
+  ``tile``: evaluate value and gradient in tiles of this side (exact; see
+  :mod:`nst_jax.tiling`), for images whose activations do not fit.
 
   Example:
     >>> loss = lambda x: total_loss(x, params, targets, LossWeights(1.0, 100.0, 0.0))
     >>> value, grad = jax.value_and_grad(loss)(x)
   """
+  if tile:
+    return tiling.total_loss(pixels, params, targets, weights, tile, **vgg_options)
   return loss_terms(params, pixels_to_image(pixels), targets, weights,
                     **vgg_options)['total']

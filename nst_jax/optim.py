@@ -7,10 +7,12 @@ sees chunk boundaries, where it reports progress and saves checkpoints.
 
 The state always has a leading batch axis ``B`` (one image = a batch of one).
 Each image has its own optimiser state, line search and step sizes, exactly as
-if it ran alone: a step maps the single-image update over the batch with
-``lax.map``. (``vmap`` would be wrong here: it turns the line search's and
-``value_and_grad_from_state``'s ``lax.cond`` into selects that evaluate both
-branches, ~3x the loss evaluations per step — measured in WORKSPACE.md.)
+if it ran alone: a step loops the single-image update over the batch,
+updating the batch in place (``vmap`` would be wrong here: it turns the line
+search's and ``value_and_grad_from_state``'s ``lax.cond`` into selects that
+evaluate both branches, ~3x the loss evaluations per step; ``lax.map`` would
+keep a second copy of the whole batch's optimiser state — both measured in
+WORKSPACE.md).
 With a device mesh that has a batch axis ``'b'``, each device runs the loop
 on its own images (``shard_map``); a spatial axis ``'h'`` is left to GSPMD.
 
@@ -105,25 +107,51 @@ def make_chunk_fn(loss_fn: Callable[..., jax.Array], optimizer, chunk: int,
     return (optax.apply_updates(pixels, updates), opt_state, value,
             jnp.asarray(evals, jnp.int32))
 
-  def step(state: StageState, consts, num_steps):
+  def batch_step(pixels, opt_state, shared, per_image):
+    """One image at a time, each updated in place in the batch."""
+    b = pixels.shape[0]
+
+    def body(i, carry):
+      take = lambda x: lax.dynamic_index_in_dim(x, i, keepdims=False)
+      put = lambda full, x: lax.dynamic_update_index_in_dim(full, x, i, 0)
+      pixels, opt_state, values, evals = carry
+      out = image_step(take(pixels), jax.tree.map(take, opt_state), shared,
+                       jax.tree.map(take, per_image))
+      return (put(pixels, out[0]), jax.tree.map(put, opt_state, out[1]),
+              put(values, out[2]), put(evals, out[3]))
+
+    return lax.fori_loop(0, b, body, (pixels, opt_state, jnp.zeros((b,), jnp.float32),
+                                      jnp.zeros((b,), jnp.int32)))
+
+  def scan_steps(update, state: StageState, consts, num_steps, metric_shape):
     shared, per_image = consts
 
     def active(state):
-      pixels, opt_state, value, evals = lax.map(
-          lambda a: image_step(a[0], a[1], shared, a[2]),
-          (state.pixels, state.opt_state, per_image))
+      pixels, opt_state, value, evals = update(state.pixels, state.opt_state, shared,
+                                               per_image)
       return (StageState(pixels, opt_state, state.step + 1),
               StepMetrics(value, evals, jnp.array(True)))
 
     def skip(state):
-      b = state.pixels.shape[0]
-      return state, StepMetrics(jnp.full((b,), jnp.nan, jnp.float32),
-                                jnp.zeros((b,), jnp.int32), jnp.array(False))
+      return state, StepMetrics(jnp.full(metric_shape, jnp.nan, jnp.float32),
+                                jnp.zeros(metric_shape, jnp.int32), jnp.array(False))
 
-    return lax.cond(state.step < num_steps, active, skip, state)
+    step = lambda s, _: lax.cond(s.step < num_steps, active, skip, s)
+    return lax.scan(step, state, None, length=chunk)
 
   def run(state: StageState, consts, num_steps):
-    return lax.scan(lambda s, _: step(s, consts, num_steps), state, None, length=chunk)
+    b = state.pixels.shape[0]
+    if b > 1:
+      return scan_steps(batch_step, state, consts, num_steps, (b,))
+    # One image: drop the batch axis around the loop, not inside it (a
+    # reshape inside the loop's cond made XLA copy the whole optimiser state:
+    # 38 extra image-sized buffers at 1024², measured).
+    squeeze = lambda t: jax.tree.map(lambda x: x.reshape(x.shape[1:]), t)
+    expand = lambda t: jax.tree.map(lambda x: x.reshape((1,) + x.shape), t)
+    inner = StageState(*squeeze((state.pixels, state.opt_state)), state.step)
+    inner, m = scan_steps(image_step, inner, (consts[0], squeeze(consts[1])), num_steps, ())
+    return (StageState(*expand((inner.pixels, inner.opt_state)), inner.step),
+            StepMetrics(m.loss[:, None], m.evaluations[:, None], m.active))
 
   if mesh is not None and mesh.shape.get('b', 1) > 1:
     state_spec = StageState(P('b'), P('b'), P())

@@ -42,6 +42,7 @@ from nst_jax import color
 from nst_jax import config as config_lib
 from nst_jax import image_io
 from nst_jax import masks as masks_lib
+from nst_jax import memory
 from nst_jax import objective
 from nst_jax import poster as poster_lib
 from nst_jax import sharding
@@ -65,6 +66,9 @@ class StagePlan:
   hw: tuple[int, int]              # the optimised images' size
   steps: int
   style_side: int                  # style images' long side
+  tile: int = 0                    # tiled evaluation's tile side; 0 = untiled
+  lbfgs_memory: int = 10           # L-BFGS history (the memory plan may shorten it)
+  memory: object = None            # memory.StageMemory: the estimate behind tile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,9 +105,10 @@ class Plan:
     return [(i, s) for i, p in enumerate(self.phases) for s in p.stages]
 
   def signature(self) -> list:
-    """What fixes the optimisation's shapes (goes into the checkpoint fingerprint)."""
-    return [[p.kind, [c.name for c in p.contents], [[*s.hw, s.steps] for s in p.stages]]
-            for p in self.phases]
+    """What fixes the optimisation's shapes (goes into the checkpoint fingerprint;
+    the tile does not: tiled and untiled evaluations give the same numbers)."""
+    return [[p.kind, [c.name for c in p.contents],
+             [[*s.hw, s.steps, s.lbfgs_memory] for s in p.stages]] for p in self.phases]
 
 
 def _source(image, what: str, name: str, max_pixels: int, index: int = 0) -> Source:
@@ -176,14 +181,51 @@ def _scale_mix_phase(spec, max_pixels) -> Phase:
                (b, h))
 
 
-def make_plan(spec) -> Plan:
-  """Phases and stages of a run (reads image headers, decodes nothing)."""
+def _memory_plan(spec, phase: Phase, limit: tuple[int, str], first: int, total: int
+                 ) -> Phase:
+  """``phase`` with every stage's tile and L-BFGS history from the memory plan."""
+  loss = phase.loss
+  layers = tuple(dict.fromkeys((*loss.content_layer_weights, *loss.style_layer_weights)))
+  sources = sum(c.hw[0] * c.hw[1] for c in phase.contents) + sum(
+      s.hw[0] * s.hw[1] for s in phase.styles if isinstance(s, Source))
+  stages = []
+  for k, s in enumerate(phase.stages):
+    m = memory.plan_stage(
+        s.hw, tile=spec.tile, limit=limit[0], limit_source=limit[1],
+        name=f'stage {first + k + 1}/{total}', lbfgs_memory=spec.lbfgs_memory,
+        batch=phase.batch, channels=phase.channels, layers=layers,
+        content_layers=tuple(loss.content_layer_weights), optimizer=spec.optimizer,
+        activation_dtype=spec.activation_dtype,
+        regions=phase.guidance.regions if phase.guidance else 0,
+        mesh_shape=phase.mesh_shape, source_pixels=sources, cpu=memory.is_cpu())
+    stages.append(dataclasses.replace(s, tile=m.tile, lbfgs_memory=m.lbfgs_memory,
+                                      memory=m))
+  return dataclasses.replace(phase, stages=tuple(stages))
+
+
+def make_plan(spec, limit: tuple[int, str] | None = None) -> Plan:
+  """Phases and stages of a run (reads image headers, decodes nothing).
+
+  ``limit``: (bytes, source) per device for the memory plan; default
+  :func:`nst_jax.memory.device_limit` of ``spec.memory_limit_gb``.
+  """
+  phases = _phases(spec)
+  limit = limit or memory.device_limit(spec.memory_limit_gb)
+  total = sum(len(p.stages) for p in phases)
+  planned, first = [], 0
+  for p in phases:
+    planned.append(_memory_plan(spec, p, limit, first, total))
+    first += len(p.stages)
+  return Plan(tuple(planned), spec)
+
+
+def _phases(spec) -> list[Phase]:
   contents, styles = read_sources(spec)
   phases = []
   if spec.scale_mix:
     phases.append(_scale_mix_phase(spec, spec.max_input_pixels))
     if spec.mode == 'scale_mix':
-      return Plan(tuple(phases), spec)
+      return phases
     styles = [MIXED_STYLE]
   # Group images whose stage sizes agree (mesh rows depend on the batch size,
   # so group at one device first, then size each batch for its own mesh).
@@ -200,7 +242,7 @@ def make_plan(spec) -> Plan:
           'transfer', batch, tuple(styles), spec.loss, spec.guidance,
           tuple(stage_sizes(spec, batch[0].hw, h)), spec.init, spec.color_control,
           spec.histogram_mode, (b, h)))
-  return Plan(tuple(phases), spec)
+  return phases
 
 
 # ---------------------------------------------------------------------------
@@ -305,13 +347,14 @@ def stage_targets(phase: Phase, prepared: Prepared, k: int, params):
           params, resized, loss.style_layer_weights, style_blend=loss.style_blend,
           normalization=loss.normalization, pooling=loss.pooling,
           layer_styles=loss.layer_styles,
-          global_weight=loss.global_style_weight)
+          global_weight=loss.global_style_weight, tile=stage.tile)
       side = None
       if g is not None:
         sm = [image_io.resize(m, s.shape[:2]) for m, s in zip(prepared.style_masks, resized)]
         side = objective.guided_style_side(
             params, resized, sm, g.region_styles, loss.style_layer_weights,
-            mode=g.mode, extra=g.extra, statistic=loss.statistic, pooling=loss.pooling)
+            mode=g.mode, extra=g.extra, statistic=loss.statistic, pooling=loss.pooling,
+            tile=stage.tile)
       cache[key] = (style_t, side)
     style_t, side = cache[key]
     guided, empty = {}, {}
@@ -323,7 +366,7 @@ def stage_targets(phase: Phase, prepared: Prepared, k: int, params):
     per_image.append(objective.Targets(
         content=objective.content_targets(
             params, image_io.resize(content, stage.hw), loss.content_layer_weights,
-            normalization=loss.normalization, pooling=loss.pooling),
+            normalization=loss.normalization, pooling=loss.pooling, tile=stage.tile),
         style=style_t, guided=guided, pooling=loss.pooling, statistic=loss.statistic))
     skipped.append(empty)
   return _stack(per_image), _stack(skipped) if skipped[0] else {}
@@ -372,12 +415,16 @@ def stage_costs(plan: Plan) -> list[tuple[int, float]]:
 
 
 def describe(plan: Plan) -> str:
-  """One line per phase, for the log."""
-  lines = []
+  """The plan for the log: a line per phase, a line per stage with its memory."""
+  lines, k = [], 0
   for i, p in enumerate(plan.phases):
     names = ', '.join(c.name for c in itertools.islice(p.contents, 4))
     more = f' +{p.batch - 4}' if p.batch > 4 else ''
-    stages = ' -> '.join(f'{s.hw[1]}x{s.hw[0]}:{s.steps}' for s in p.stages)
-    lines.append(f'phase {i + 1}/{len(plan.phases)} {p.kind} [{names}{more}] '
-                 f'stages {stages} mesh b={p.mesh_shape[0]} h={p.mesh_shape[1]}')
+    lines.append(f'phase {i + 1}/{len(plan.phases)} {p.kind}: {p.batch} image(s) '
+                 f'[{names}{more}], mesh b={p.mesh_shape[0]} x h={p.mesh_shape[1]}')
+    for s in p.stages:
+      k += 1
+      mp = s.hw[0] * s.hw[1] / 1e6
+      lines.append(f'  stage {k}: {s.hw[1]}x{s.hw[0]} ({mp:.2f} MP), {s.steps} steps, '
+                   + (s.memory.describe() if s.memory else ''))
   return '\n'.join(lines)

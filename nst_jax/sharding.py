@@ -14,9 +14,12 @@ global sums. Nothing is tiled approximately, so there are no seams and the
 result equals the single-device one up to float summation order (tested on
 8 simulated CPU devices).
 
-Multi-host (a TPU pod slice or several GPU VMs): run the same command on
-every host with ``--multihost``; ``jax.distributed.initialize()`` connects
-them and the mesh spans all their devices (see WORKSPACE.md).
+Several processes (a TPU pod slice, GPU hosts; see :mod:`nst_jax.distributed`):
+every process runs the same command and the mesh spans all their devices, in
+process order, so a band group stays within a host whenever ``h`` divides a
+host's device count. Host values (inputs, targets, resumed states) are the
+same on every process and :func:`place` makes global arrays of them;
+:func:`to_host` gathers a global array back on every process.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import math
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P, SingleDeviceSharding
 
 from nst_jax.errors import NSTError
 
@@ -37,6 +40,9 @@ def device_count(num_devices: int) -> int:
   if n > available:
     raise NSTError(f'config.devices={num_devices} but only {available} '
                    f'{jax.devices()[0].platform} devices are visible')
+  if jax.process_count() > 1 and n != available:
+    raise NSTError(f'config.devices={num_devices} in a run of {jax.process_count()} '
+                   f'processes: use --config.devices=0 (all {available} devices)')
   return n
 
 
@@ -66,18 +72,47 @@ def _spec(leaf, image_shape, batched: bool) -> P:
   return P(*spec)
 
 
+def shardings(tree, mesh: Mesh | None, image_shape=(), batched: bool = True):
+  """The sharding :func:`place` gives each leaf (this process's first device
+  without a mesh)."""
+  if mesh is None:
+    local = SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda _: local, tree)
+  return jax.tree.map(lambda x: NamedSharding(mesh, _spec(x, image_shape, batched)), tree)
+
+
 def place(tree, mesh: Mesh | None, image_shape=(), batched: bool = True):
   """Puts every leaf on the mesh: axis 0 over ``'b'`` (if ``batched``), the
   rows of image-shaped trailing dims (``image_shape`` = (H, W, C)) over ``'h'``,
   the rest replicated. Identity without a mesh."""
   if mesh is None:
     return tree
-  return jax.tree.map(
-      lambda x: jax.device_put(x, NamedSharding(mesh, _spec(x, image_shape, batched))),
-      tree)
+  return jax.tree.map(lambda x, s: jax.device_put(_global_input(x), s),
+                      tree, shardings(tree, mesh, image_shape, batched))
 
 
 def replicate(tree, mesh: Mesh | None):
   if mesh is None:
     return tree
-  return jax.device_put(tree, NamedSharding(mesh, P()))
+  return jax.tree.map(lambda x: jax.device_put(_global_input(x), NamedSharding(mesh, P())),
+                      tree)
+
+
+def _global_input(x):
+  """With several processes, a process-local array goes to the mesh from the
+  host (every process holds the same value); global arrays are resharded."""
+  if jax.process_count() > 1 and not (isinstance(x, jax.Array)
+                                      and not x.is_fully_addressable):
+    return np.asarray(x)
+  return x
+
+
+def to_host(tree):
+  """Every leaf as a numpy array holding the whole value, on every process
+  (a collective with several processes: all of them must call it)."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(
+      lambda x: np.asarray(x) if not isinstance(x, jax.Array) or x.is_fully_addressable
+      else multihost_utils.process_allgather(x, tiled=True), tree)

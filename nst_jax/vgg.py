@@ -79,6 +79,21 @@ def layer_stride(name: str) -> int:
   return 2 ** sum(1 for n in LAYER_NAMES[:idx + 1] if n.startswith('pool'))
 
 
+def receptive_radius(name: str) -> int:
+  """How far a layer's receptive field reaches past its own stride block.
+
+  A neuron at position q of a layer with stride s sees input rows
+  ``[q*s - r, q*s + s - 1 + r]``: each 3x3 convolution adds one cell of its
+  grid on either side. relu5_1: 2 + 2*2 + 4*4 + 4*8 + 16 = 70, i.e. a field
+  of 16 + 2*70 = 156 px.
+  """
+  radius = 0
+  for n in LAYER_NAMES[:LAYER_INDEX[name] + 1]:
+    if n.startswith('conv'):
+      radius += layer_stride(n)
+  return radius
+
+
 def float32_precision():
   """Matmul/conv precision that keeps true float32 on every backend.
 

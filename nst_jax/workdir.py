@@ -24,6 +24,7 @@ import jax
 
 from nst_jax import image_io
 from nst_jax import objective
+from nst_jax import sharding
 from nst_jax.engine import Hook
 from nst_jax.errors import NSTError
 from nst_jax.files import atomic_write
@@ -44,7 +45,7 @@ def writer() -> bool:
 def check_writable(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f'.write-test-{os.getpid()}')
+    probe = os.path.join(workdir, f'.write-test-{jax.process_index()}-{os.getpid()}')
     with open(probe, 'w') as f:
       f.write('ok')
     os.unlink(probe)
@@ -121,9 +122,11 @@ class Intermediates(Hook):
 
   def chunk(self, stage, before, state, metrics, terms):
     after = int(state.step)
-    if not self.every or after // self.every <= before // self.every or not writer():
+    if not self.every or after // self.every <= before // self.every:
       return
-    images = jax.device_get(state.pixels)
+    images = sharding.to_host(state.pixels)         # every process (a collective)
+    if not writer():
+      return
     for name, pixels in zip(self.names[stage], images):
       prefix = f'{name}_' if self.batch else ''
       path = os.path.join(self.workdir, INTERMEDIATES,

@@ -47,6 +47,21 @@ def main():
   batch_single = nst_jax.stylize(folder, cl.asset('starry_night.jpg'), devices=1, **kw)
   batch_multi = nst_jax.stylize(folder, cl.asset('starry_night.jpg'), devices=0, **kw)
   batch_mesh = sharding.mesh_shape(0, 2)
+  # Tiled over 8 devices: the tiles divided among the 'h' devices.
+  small = dict(kw, content_layers=('relu2_2',), style_layers=('relu1_1', 'relu2_1'),
+               log_every=5)
+  tiled_single = nst_jax.stylize(cl.asset('chelsea.png'), cl.asset('starry_night.jpg'),
+                                 devices=1, tile=0, **small)
+  tiled_multi = nst_jax.stylize(cl.asset('chelsea.png'), cl.asset('starry_night.jpg'),
+                                devices=0, tile=16, **small)
+  from nst_jax import engine, tiling
+  t2 = objective.make_targets(params, content, [style], content_layers=('relu2_2',),
+                              style_layers=('relu1_1', 'relu2_1'))
+  loss8, _ = engine._loss_fns(16, mesh, {})
+  vg8 = jax.jit(jax.value_and_grad(lambda p: loss8(p, sharding.replicate((params, weights), mesh),
+                                                   sharding.replicate(t2, mesh))))
+  vt, gt = vg8(sharding.place(x[0], mesh, x.shape[1:], batched=False))
+  vu, gu = jax.value_and_grad(lambda p: objective.total_loss(p, params, t2, weights))(x[0])
   print(json.dumps({
       'devices': jax.device_count(),
       'state_is_batched': list(state.pixels.shape),
@@ -59,6 +74,10 @@ def main():
       'run_max_diff': float(np.abs(single - multi).max()),
       'run_shape': list(multi.shape),
       'batch_mesh': list(batch_mesh),
+      'tiled_tiles': tiling.make_tiling((64, 96), 16, t2.layers).count,
+      'tiled_loss_rel': float(abs(vt - vu) / abs(vu)),
+      'tiled_grad_rel': float(jnp.linalg.norm(gt - gu) / jnp.linalg.norm(gu)),
+      'tiled_run_max_diff': float(np.abs(tiled_single - tiled_multi).max()),
       'batch_max_diff': max(float(np.abs(a - b).max())
                             for a, b in zip(batch_single, batch_multi)),
   }))

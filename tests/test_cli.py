@@ -117,6 +117,34 @@ def test_cli_list_fields_take_absolute_paths_with_spaces(tmp_path, vgg_params, a
   assert json.load(open(f'{work}2/config.json'))['styles'] == [str(a)]
 
 
+@pytest.mark.parametrize('args,expected', [
+    (['--multihost'], 'pass --coordinator_address=HOST:PORT --num_processes=N'),
+    (['--num_processes=2'], 'give --coordinator_address, --num_processes and --process_id'),
+    (['--coordinator_address=127.0.0.1:1', '--num_processes=2', '--process_id=2'],
+     '--process_id=2 must be in [0, 2)'),
+])
+def test_cli_multihost_misuse_is_one_error_line(args, expected, tmp_path):
+  """Outside a TPU pod / SLURM / Open MPI job, --multihost says what to pass."""
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(('SLURM_', 'OMPI_', 'TPU_'))}
+  r = subprocess.run([sys.executable, '-m', 'nst_jax', f'--workdir={tmp_path}/w', *args],
+                     cwd=ROOT, capture_output=True, text=True, timeout=120,
+                     env=dict(env, PYTHONPATH=ROOT))
+  lines = r.stderr.strip().splitlines()
+  assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith('error: '), lines
+  assert expected in lines[0], lines
+  assert not os.path.exists(tmp_path / 'w')
+
+
+def test_repeated_override_last_wins():
+  """ml_collections concatenates a repeated tuple override ((6, 40)); the last counts."""
+  from nst_jax.main import split_list_flags
+  argv = ['nst-jax', '--config.steps=6', '--config.styles=/a b.jpg', '--quiet',
+          '--config.steps=40', '--config.styles', '/c.jpg']
+  assert split_list_flags(argv) == ['nst-jax', '--quiet', '--config.steps=40',
+                                    "--config.styles=('/c.jpg',)"]
+
+
 @pytest.mark.parametrize('args', [['stray_argument'], ['--no_such_flag']])
 def test_cli_misuse_is_one_error_line(args, tmp_path):
   r = _run([f'--workdir={tmp_path}/w', *args])
@@ -124,3 +152,18 @@ def test_cli_misuse_is_one_error_line(args, tmp_path):
   lines = r.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith('error: '), lines
   assert args[0].lstrip('-').split('=')[0] in lines[0]
+
+
+def test_cli_refuses_a_stage_too_big_for_memory_before_allocating(tmp_path):
+  import time
+  work = tmp_path / 'w'
+  t = time.perf_counter()
+  r = _run([f'--workdir={work}', '--config.sizes=256,8192', '--config.steps=1',
+            '--config.tile=0', '--config.memory_limit_gb=24'])
+  assert r.returncode == 2, r.stderr[-2000:]
+  assert time.perf_counter() - t < 60                    # before any stage ran
+  last = r.stderr.strip().splitlines()[-1]
+  assert 'Traceback' not in r.stderr and last.startswith('error: stage 2/2 (8192x5449 px)')
+  assert 'GB untiled' in last and '24.0 GB limit (memory_limit_gb=24)' in last
+  assert '--config.tile=auto (tiled:' in last
+  assert not (work / 'final.png').exists() and not (work / 'checkpoints').exists()

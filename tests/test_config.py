@@ -55,6 +55,10 @@ def test_steps_broadcast_and_styles_split():
     ('content', '', 'content is empty'),
     ('styles', (), 'styles is empty'),
     ('log_every', 0, 'log_every must be >= 1'),
+    ('tile', 'big', "config.tile must be 'auto', 0"),
+    ('tile', '8', "config.tile must be 'auto', 0"),
+    ('memory_limit_gb', -1.0, 'memory_limit_gb must be non-negative'),
+    ('batch_size', -1, 'batch_size must be >= 0'),
 ])
 def test_bad_values(field, value, match):
   with pytest.raises(nst_jax.NSTError, match=match) as e:
@@ -70,3 +74,9 @@ def test_all_weights_zero():
 def test_unknown_override_in_api():
   with pytest.raises(nst_jax.NSTError, match='unknown config field'):
     nst_jax.stylize('a.png', 'b.png', stlye_weight=3.0)
+
+
+def test_tile_values():
+  assert config_lib.validate(_cfg()).tile == 'auto'
+  assert config_lib.validate(_cfg(tile='0')).tile == 0
+  assert config_lib.validate(nst_jax.make_config(tile=256)).tile == 256

@@ -30,3 +30,8 @@ def test_spatial_sharding_matches_single_device(vgg_params, tmp_path):
   # A batch of two: data parallel over 'b' and bands over 'h' at once.
   assert res['batch_mesh'] == [2, 4]
   assert res['batch_max_diff'] < 1e-2, res
+  # Tiled evaluation with the tiles shared by the 8 devices: the same loss,
+  # gradient and result as one device untiled.
+  assert res['tiled_tiles'] > 8
+  assert res['tiled_loss_rel'] < 1e-5 and res['tiled_grad_rel'] < 1e-5, res
+  assert res['tiled_run_max_diff'] < 1e-2, res

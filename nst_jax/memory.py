@@ -1,0 +1,233 @@
+"""The memory plan: what a stage needs, what the device has, which tile fits.
+
+Before anything is compiled or allocated, every stage's memory is estimated
+per device from its size, batch, layers and options:
+
+* weights: VGG19's 80 MB;
+* targets: the content features (e.g. relu4_2: 32 bytes per pixel) and the
+  guidance channels, per image;
+* optimiser state: exact (``jax.eval_shape`` of the optimiser's init; L-BFGS
+  keeps 2·m image-sized vectors and its line search a few more), plus the
+  update's temporaries (8 image vectors for one image, 16 per image of a
+  batch, measured with XLA's memory analysis);
+* activations of one loss+gradient evaluation: untiled, a per-pixel cost
+  from the layers in use (2800 bytes/px in float32 for relu1_1 ... relu5_1,
+  measured, estimate 3032); tiled, that cost for one window plus 48 bytes/px of whole-image
+  buffers (gradient accumulator, clipped image);
+* on CPU, the host's own copies (decoded inputs, stage images; 6 image
+  vectors) and 1.5 GB of runtime.
+
+:func:`plan_stage` compares the total with the limit (``memory_limit_gb``, or
+the accelerator's allocator limit, or on CPU 40% of the available RAM)
+and picks the tile: none when the whole image fits, else the largest that
+fits; if even the smallest tile does not, it shortens the L-BFGS history
+(with a warning) or refuses the run with one line naming the estimate, the
+limit and the fixes — before anything is allocated.
+
+Example:
+  >>> m = plan_stage((4096, 4096), batch=1, channels=3, layers=LAYERS,
+  ...                content_layers=('relu4_2',), tile='auto', limit=10 * GB)
+  >>> m.tile, m.total / GB
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nst_jax import optim
+from nst_jax import tiling
+from nst_jax import vgg
+from nst_jax.errors import NSTError
+
+log = logging.getLogger(__name__)
+
+GB = 2 ** 30
+WEIGHTS_BYTES = sum(int(np.prod(s)) + s[-1] for s in vgg.conv_shapes().values()) * 4
+# Share of the available RAM a CPU run plans for: the estimate is within
+# ~8% of the measured peak RSS (WORKSPACE.md), the page cache wants room for
+# the outputs and checkpoints, and the machine is usually shared.
+CPU_RAM_SHARE = 0.40
+# On CPU the process also holds Python, jaxlib and compiled code, and host
+# copies of images (decoded inputs, resized stage images, outputs, the
+# checkpoint writer's buffers): measured 2.9 GB beside XLA's buffers for one
+# 4096² image.
+CPU_RUNTIME_BYTES = int(1.5 * GB)
+HOST_IMAGE_COPIES = 6
+# L-BFGS update temporaries in image vectors: one image (the loop drops the
+# batch axis) / per image of a batch (updated in place), measured at 1024-2048².
+UPDATE_VECTORS = (8, 16)
+IMAGE_BUFFER_BYTES = 48        # per pixel, whole-image buffers of a tiled evaluation
+MIN_LBFGS_MEMORY = 3
+
+
+class StageMemory(NamedTuple):
+  """A stage's memory plan (bytes, per device)."""
+  total: int
+  parts: dict                  # name -> bytes
+  tile: int                    # 0: untiled
+  lbfgs_memory: int
+  limit: int
+
+  def describe(self) -> str:
+    parts = ', '.join(f'{k} {v / GB:.2f}' for k, v in self.parts.items() if v)
+    tile = f'tile {self.tile}' if self.tile else 'untiled'
+    return (f'{self.total / GB:.2f} GB of {self.limit / GB:.1f} GB ({tile}, L-BFGS m='
+            f'{self.lbfgs_memory}; GB: {parts})')
+
+
+def device_limit(memory_limit_gb: float = 0.0) -> tuple[int, str]:
+  """(bytes, where that number comes from) the plan may use per device."""
+  if memory_limit_gb:
+    return int(memory_limit_gb * GB), f'memory_limit_gb={memory_limit_gb:g}'
+  device = jax.local_devices()[0]
+  if device.platform != 'cpu':
+    stats = device.memory_stats() or {}
+    if stats.get('bytes_limit'):
+      return int(stats['bytes_limit'] * 0.95), f'95% of {device.device_kind} allocator limit'
+  available = _available_ram()
+  return int(available * CPU_RAM_SHARE), f'{CPU_RAM_SHARE:.0%} of available RAM'
+
+
+def _available_ram() -> int:
+  try:
+    with open('/proc/meminfo') as f:
+      for line in f:
+        if line.startswith('MemAvailable:'):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_AVPHYS_PAGES')
+
+
+def activation_bytes_per_pixel(layers, activation_dtype: str = 'float32',
+                               content_layers=()) -> float:
+  """Bytes per input pixel that one loss+gradient evaluation keeps alive.
+
+  Σ over VGG's outputs up to the deepest layer of channels / stride², plus a
+  constant for the backward pass's peak and the content layers' differences,
+  in 4-byte words. Measured with XLA's memory analysis at 256²: 2800 B/px for
+  relu4_2 + relu1_1 ... relu5_1 (estimate 3032), 2008 for relu2_1 + relu1_1,
+  relu2_1 (estimate 2032). bfloat16 activations: 0.75 of that (measured 0.71).
+  """
+  deepest = max(vgg.LAYER_INDEX[l] for l in layers)
+  channels = sum(vgg.layer_channels(n) / vgg.layer_stride(n) ** 2
+                 for n in vgg.LAYER_NAMES[:deepest + 1])
+  channels += sum(vgg.layer_channels(n) / vgg.layer_stride(n) ** 2 for n in content_layers)
+  per_pixel = 4.0 * (channels + 140.0)
+  return per_pixel * (0.75 if activation_dtype == 'bfloat16' else 1.0)
+
+
+@functools.lru_cache(maxsize=256)
+def _state_bytes(optimizer_name, lbfgs_memory, hw, channels) -> int:
+  opt = optim.make_optimizer(optimizer_name, lbfgs_memory=lbfgs_memory)
+  shape = jax.eval_shape(opt.init, jax.ShapeDtypeStruct(tuple(hw) + (channels,), jnp.float32))
+  return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shape))
+
+
+def estimate(hw, *, batch: int, channels: int, layers, content_layers, tile: int,
+             lbfgs_memory: int, optimizer: str = 'lbfgs',
+             activation_dtype: str = 'float32', regions: int = 0,
+             mesh_shape=(1, 1), source_pixels: int = 0, cpu: bool = True,
+             limit: int = 0) -> StageMemory:
+  """The memory of one stage per device (see the module docstring)."""
+  b_dev, h_dev = mesh_shape
+  images = -(-batch // b_dev)                 # images per device
+  pixels = hw[0] * hw[1]
+  vector = pixels * channels * 4
+  t = tiling.make_tiling(hw, tile, layers) if tile else None
+  act = activation_bytes_per_pixel(layers, activation_dtype, content_layers)
+  if t is None:
+    activations = act * pixels / h_dev
+  else:                                       # one window + whole-image buffers
+    activations = act * t.window_pixels + IMAGE_BUFFER_BYTES * pixels
+  content = sum(vgg.layer_channels(l) / vgg.layer_stride(l) ** 2 for l in content_layers)
+  guidance = regions * sum(1.0 / vgg.layer_stride(l) ** 2 for l in layers)
+  targets = images * (content + guidance) * 4 * pixels / h_dev
+  update = UPDATE_VECTORS[0] if images == 1 else UPDATE_VECTORS[1]
+  state = images * (_state_bytes(optimizer, lbfgs_memory, tuple(hw), channels)
+                    + update * vector) / h_dev
+  parts = {'weights': WEIGHTS_BYTES, 'targets': int(targets), 'optimizer': int(state),
+           'activations': int(activations)}
+  if cpu:
+    parts['host'] = int(CPU_RUNTIME_BYTES + HOST_IMAGE_COPIES * batch * pixels * 3 * 4
+                        + source_pixels * 3 * 4)
+  return StageMemory(int(sum(parts.values())), parts, tile if t is not None else 0,
+                     lbfgs_memory, limit)
+
+
+def _tile_candidates(hw, layers):
+  """Tile sides to try, largest first (multiples of the deepest stride, not
+  smaller than twice the halo: below that the halo costs more than 4x)."""
+  halo, align = tiling.halo_and_align(layers)
+  top = max(hw) // align * align
+  floor = max(align, 2 * halo)
+  return list(range(top, floor - 1, -align)) or [floor]
+
+
+def plan_stage(hw, *, tile, limit: int, limit_source: str = '', name: str = 'stage',
+               lbfgs_memory: int = 10, **kw) -> StageMemory:
+  """The stage's tile and L-BFGS history under ``limit`` bytes.
+
+  Args:
+    tile: ``'auto'`` (untiled if it fits, else the largest tile that fits),
+      ``0`` (never tile) or a tile side in pixels.
+    limit, limit_source: from :func:`device_limit`.
+    **kw: the rest of :func:`estimate`'s arguments.
+
+  Raises:
+    NSTError: nothing fits (one line: estimate, limit, fixes).
+  """
+  kw = dict(kw, limit=limit)
+  untiled = estimate(hw, tile=0, lbfgs_memory=lbfgs_memory, **kw)
+  where = f'{name} ({hw[1]}x{hw[0]} px)'
+  fixes = 'memory_limit_gb, activation_dtype=bfloat16, fewer images per batch'
+  if tile == 'auto' and untiled.total <= limit:
+    return untiled
+  if tile == 0:
+    if untiled.total <= limit:
+      return untiled
+    tiled = _first_fit(hw, limit, lbfgs_memory, kw)
+    hint = (f'--config.tile=auto (tiled: {tiled.total / GB:.1f} GB)' if tiled
+            else '--config.tile=auto')
+    raise NSTError(f'{where} needs an estimated {untiled.total / GB:.1f} GB untiled, more '
+                   f'than the {limit / GB:.1f} GB limit ({limit_source}); use {hint}, or '
+                   f'set {fixes}')
+  if tile != 'auto':
+    fixed = estimate(hw, tile=int(tile), lbfgs_memory=lbfgs_memory, **kw)
+    if fixed.total > limit:
+      raise NSTError(f'{where} needs an estimated {fixed.total / GB:.1f} GB with tile '
+                     f'{tile}, more than the {limit / GB:.1f} GB limit ({limit_source}); '
+                     f'use --config.tile=auto or a smaller tile, or set {fixes}')
+    return fixed
+  for m in range(lbfgs_memory, MIN_LBFGS_MEMORY - 1, -1) if lbfgs_memory > 1 else [1]:
+    fit = _first_fit(hw, limit, m, kw)
+    if fit is not None:
+      if m < lbfgs_memory:
+        log.warning('%s: L-BFGS history shortened from %d to %d to fit %.1f GB (%s)',
+                    where, lbfgs_memory, m, limit / GB, limit_source)
+      return fit
+  smallest = estimate(hw, tile=_tile_candidates(hw, kw['layers'])[-1],
+                      lbfgs_memory=min(lbfgs_memory, MIN_LBFGS_MEMORY), **kw)
+  raise NSTError(f'{where} needs an estimated {smallest.total / GB:.1f} GB even with the '
+                 f'smallest tile and L-BFGS history {smallest.lbfgs_memory}, more than '
+                 f'the {limit / GB:.1f} GB limit ({limit_source}); set {fixes}, or a '
+                 'smaller size')
+
+
+def _first_fit(hw, limit, lbfgs_memory, kw) -> StageMemory | None:
+  for t in _tile_candidates(hw, kw['layers']):
+    m = estimate(hw, tile=t, lbfgs_memory=lbfgs_memory, **kw)
+    if m.total <= limit:
+      return m
+  return None
+
+
+def is_cpu() -> bool:
+  return jax.local_devices()[0].platform == 'cpu'

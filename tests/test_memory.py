@@ -1,0 +1,105 @@
+"""The memory plan: estimates against XLA's own numbers, tile choice, refusals."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nst_jax
+from nst_jax import memory, objective, plan, tiling
+
+LAYERS = ('relu4_2',) + objective.PAPER_STYLE_LAYERS
+GB = memory.GB
+
+
+def _xla_temp(vgg_params, hw, tile, layers=LAYERS):
+  c = jax.ShapeDtypeStruct(hw + (3,), jnp.float32)
+  targets = jax.eval_shape(lambda c: objective.make_targets(
+      vgg_params, c, [jnp.zeros((32, 32, 3))], content_layers=layers[:1],
+      style_layers=layers[1:]), c)
+  w = objective.LossWeights(1.0, 100.0, 0.0)
+  f = jax.jit(jax.value_and_grad(lambda x, t: objective.total_loss(x, vgg_params, t, w,
+                                                                   tile=tile)))
+  return f.lower(c, targets).compile().memory_analysis().temp_size_in_bytes
+
+
+@pytest.mark.parametrize('layers', [LAYERS, ('relu2_1', 'relu1_1', 'relu2_1')])
+def test_activation_estimate_bounds_xla(vgg_params, layers):
+  """The per-pixel estimate is above XLA's buffer assignment, by < 15 %."""
+  hw = (256, 256)
+  measured = _xla_temp(vgg_params, hw, 0, layers) / (hw[0] * hw[1])
+  estimated = memory.activation_bytes_per_pixel(layers, content_layers=layers[:1])
+  assert measured <= estimated <= 1.15 * measured, (measured, estimated)
+
+
+def test_tiled_estimate_bounds_xla(vgg_params):
+  hw, tile = (1024, 1024), 256
+  measured = _xla_temp(vgg_params, hw, tile)
+  t = tiling.make_tiling(hw, tile, LAYERS)
+  estimated = (memory.activation_bytes_per_pixel(LAYERS, content_layers=LAYERS[:1])
+               * t.window_pixels
+               + memory.IMAGE_BUFFER_BYTES * hw[0] * hw[1])
+  assert measured <= estimated <= 1.25 * measured, (measured, estimated)
+  # ... and far below the untiled evaluation.
+  assert estimated < 0.3 * memory.activation_bytes_per_pixel(LAYERS) * hw[0] * hw[1]
+
+
+def _plan(**kw):
+  args = dict(batch=1, channels=3, layers=LAYERS, content_layers=('relu4_2',), cpu=False)
+  args.update(kw)
+  return args
+
+
+def test_plan_tiles_only_when_needed():
+  assert memory.plan_stage((512, 512), tile='auto', limit=100 * GB, **_plan()).tile == 0
+  m = memory.plan_stage((4096, 4096), tile='auto', limit=8 * GB, **_plan())
+  assert m.tile > 0 and m.total <= 8 * GB and m.lbfgs_memory == 10
+  # The largest tile that fits: the next larger candidate does not.
+  bigger = memory.estimate((4096, 4096), tile=m.tile + 16, lbfgs_memory=10, **_plan())
+  assert bigger.total > 8 * GB
+  # More memory, larger tiles.
+  assert memory.plan_stage((4096, 4096), tile='auto', limit=16 * GB, **_plan()).tile > m.tile
+
+
+def test_plan_shortens_lbfgs_history_then_refuses(caplog):
+  limit = 6 * GB                           # the m=10 state alone is ~6.4 GB at 4096²
+  with caplog.at_level('WARNING'):
+    m = memory.plan_stage((4096, 4096), tile='auto', limit=limit, lbfgs_memory=10,
+                          **_plan())
+  assert 3 <= m.lbfgs_memory < 10 and m.total <= limit
+  assert 'L-BFGS history shortened from 10' in caplog.text
+  with pytest.raises(nst_jax.NSTError, match=r'needs an estimated .* GB .* limit') as e:
+    memory.plan_stage((16384, 16384), tile='auto', limit=limit, **_plan())
+  assert '\n' not in str(e.value)
+
+
+def test_plan_refuses_untiled_when_it_does_not_fit():
+  with pytest.raises(nst_jax.NSTError) as e:
+    memory.plan_stage((8192, 8192), tile=0, limit=20 * GB, limit_source='test', **_plan())
+  msg = str(e.value)
+  assert 'untiled' in msg and '20.0 GB limit (test)' in msg and '--config.tile=auto' in msg
+  assert 'memory_limit_gb' in msg and 'bfloat16' in msg and '\n' not in msg
+
+
+def test_make_plan_chooses_tiles_for_a_small_memory_limit():
+  c = nst_jax.get_default_config()
+  c.sizes, c.steps, c.memory_limit_gb = (256, 1024), (1, 1), 2.5
+  p = plan.make_plan(nst_jax.config.validate(c))
+  small, big = p.phases[0].stages
+  assert small.tile == 0 and big.tile > 0
+  assert big.memory.total <= 2.5 * GB
+  c.tile = '0'
+  with pytest.raises(nst_jax.NSTError, match='stage 2/2 .* untiled'):
+    plan.make_plan(nst_jax.config.validate(c))
+
+
+def test_tiled_run_equals_untiled_run(vgg_params, assets):
+  """End to end: the same image after a few L-BFGS steps, tiled or not."""
+  kw = dict(params=vgg_params, sizes=(200,), steps=(4,), content_layers=('relu3_1',),
+            style_layers=('relu1_1', 'relu2_1', 'relu3_1'))
+  untiled = nst_jax.stylize(assets['chelsea.png'], assets['starry_night.jpg'], tile=0, **kw)
+  tiled = nst_jax.stylize(assets['chelsea.png'], assets['starry_night.jpg'], tile=96, **kw)
+  assert tiling.make_tiling(untiled.shape[:2], 96, ('relu3_1',)).count > 1
+  assert np.abs(tiled - untiled).max() < 1e-3
+  assert np.abs(untiled - nst_jax.image_io.resize(
+      nst_jax.load_image(assets['chelsea.png']), untiled.shape[:2])).mean() > 1e-2

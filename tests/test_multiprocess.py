@@ -1,0 +1,159 @@
+"""Several processes as one run (jax.distributed over gloo on 127.0.0.1).
+
+Two processes with two simulated CPU devices each run the CLI with
+``--config.devices=0``: one image in bands over all four devices, and a
+batch of two images data-parallel over the processes. Each result equals a
+single process with four devices; only process 0 writes files; a killed
+process makes the other exit with one line in bounded time, and rerunning
+both resumes from the shared checkpoints.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from nst_jax import config as cl
+
+pytestmark = pytest.mark.slow
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# One 96-px stage, a few L-BFGS steps: the processes' all-reduces sum in
+# another order than one process's, and the line search amplifies float
+# rounding over many steps (the losses agree to 1e-7 at first).
+ARGS = ['--config=configs/default.py', '--config.sizes=96', '--config.steps=6',
+        '--config.log_every=2', '--config.checkpoint_every=2', '--config.devices=0',
+        '--config.output_bits=16', '--quiet']
+
+
+def _env(devices):
+  return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
+              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+              JAX_PLATFORMS='cpu')
+
+
+def _port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _cmd(workdir, *extra):
+  return [sys.executable, '-m', 'nst_jax', *ARGS, f'--workdir={workdir}', *extra]
+
+
+def _single(workdir, *extra):
+  r = subprocess.run(_cmd(workdir, *extra), cwd=ROOT, env=_env(4), capture_output=True,
+                     text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-2000:]
+
+
+def _start_pair(workdirs, *extra, port=None):
+  """Processes 0 and 1; process 1's workdir may differ but shares checkpoints/."""
+  port = port or _port()
+  return [subprocess.Popen(
+      _cmd(workdirs[i], *extra, f'--coordinator_address=127.0.0.1:{port}',
+           '--num_processes=2', f'--process_id={i}'),
+      cwd=ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for i in range(2)]
+
+
+def _pair(workdirs, *extra):
+  procs = _start_pair(workdirs, *extra)
+  outs = [p.communicate(timeout=600) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  return [err for _, err in outs]
+
+
+def _workdirs(tmp_path):
+  """Process 0 writes into w0; process 1 gets w1, whose checkpoints/ is w0's
+  (a shared checkpoint directory, as on a cluster): anything else process 1
+  wrote would show up in w1."""
+  w0, w1 = tmp_path / 'w0', tmp_path / 'w1'
+  (w0 / 'checkpoints').mkdir(parents=True)
+  w1.mkdir()
+  os.symlink(w0 / 'checkpoints', w1 / 'checkpoints')
+  return w0, w1
+
+
+def _image(path):
+  """A 16-bit PNG result as float32 (quantisation 1.5e-5; Pillow reads 8 bits)."""
+  import png
+  w, h, rows, info = png.Reader(filename=str(path)).asDirect()
+  assert info['bitdepth'] == 16
+  return np.vstack([np.asarray(r, np.float32) for r in rows]).reshape(h, w, -1) / 65535
+
+
+def _steps(workdir):
+  return sum('"loss"' in line for line in (workdir / 'losses.jsonl').read_text().splitlines())
+
+
+def test_two_processes_equal_one_process_with_four_devices(tmp_path, vgg_params):
+  _single(tmp_path / 'single')
+  w0, w1 = _workdirs(tmp_path)
+  errs = _pair((w0, w1))
+  assert 'process 0 of 2, 2 local / 4 global devices' in errs[0], errs[0][-2000:]
+  single, multi = _image(tmp_path / 'single/final.png'), _image(w0 / 'final.png')
+  assert single.shape == multi.shape == (64, 96, 3)
+  assert np.max(np.abs(single - multi)) <= 2e-3, np.max(np.abs(single - multi))
+  # Only process 0 wrote: nothing but the shared checkpoints in process 1's workdir.
+  assert sorted(os.listdir(w1)) == ['checkpoints'], os.listdir(w1)
+  assert {'final.png', 'losses.jsonl', 'losses.png', 'config.json'} <= set(os.listdir(w0))
+  assert _steps(w0) == _steps(tmp_path / 'single') == 6   # one record per step, once
+
+
+def test_batch_is_data_parallel_over_processes(tmp_path, vgg_params):
+  folder = tmp_path / 'photos'
+  folder.mkdir()
+  shutil.copy(cl.asset('chelsea.png'), folder / 'a.png')
+  shutil.copy(cl.asset('starry_night.jpg'), folder / 'b.jpg')
+  extra = (f'--config.content={folder}', f'--config.styles={cl.asset("starry_night.jpg")}')
+  _single(tmp_path / 'single', *extra)
+  w0, w1 = _workdirs(tmp_path)
+  _pair((w0, w1), *extra)
+  assert sorted(os.listdir(w0 / 'batch')) == ['a.png', 'b.png']
+  for name in ('a.png', 'b.png'):
+    single, multi = _image(tmp_path / 'single/batch' / name), _image(w0 / 'batch' / name)
+    assert np.max(np.abs(single - multi)) <= 2e-3, (name, np.max(np.abs(single - multi)))
+  assert sorted(os.listdir(w1)) == ['checkpoints']
+
+
+def test_lost_process_stops_the_other_and_the_job_resumes(tmp_path, vgg_params):
+  extra = ('--config.steps=40',)
+  w0, w1 = _workdirs(tmp_path)
+  procs = _start_pair((w0, w1), *extra)
+  ckpt, t0 = w0 / 'checkpoints', time.time()
+  while time.time() - t0 < 300 and procs[0].poll() is None:
+    if any(n.isdigit() and int(n) >= 6 for n in os.listdir(ckpt)):
+      break
+    time.sleep(0.1)
+  assert procs[0].poll() is None, procs[0].communicate()[1][-2000:]
+  procs[1].send_signal(signal.SIGKILL)
+  killed = time.time()
+  _, err = procs[0].communicate(timeout=180)
+  waited = time.time() - killed
+  procs[1].communicate()
+  # Bounded: the watchdog's 30 s plus a chunk, not JAX's heartbeat abort.
+  assert procs[0].returncode == 3, err[-3000:]
+  assert waited < 75, waited
+  last = err.strip().splitlines()[-1]
+  assert last.startswith('error: process 1 of 2 stopped answering'), err[-3000:]
+  # The same command on both resumes from the shared checkpoint and finishes.
+  errs = _pair((w0, w1), *extra)
+  assert 'resuming from stage 1' in errs[0]
+  # ... to the image of an uninterrupted pair (40 L-BFGS steps: a single
+  # process would differ by float summation order, amplified).
+  u0, u1 = _workdirs(tmp_path / 'uninterrupted')
+  _pair((u0, u1), *extra)
+  resumed, uninterrupted = _image(w0 / 'final.png'), _image(u0 / 'final.png')
+  assert np.max(np.abs(resumed - uninterrupted)) <= 1e-4, \
+      np.max(np.abs(resumed - uninterrupted))
+  assert _steps(w0) == _steps(u0) == 40
+  assert sorted(os.listdir(w1)) == ['checkpoints']

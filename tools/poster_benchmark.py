@@ -1,0 +1,202 @@
+r"""Posters in bounded memory: measurements behind the memory plan and tiling.
+
+  # Peak RSS of one whole CLI stage (the astronaut photo at SxS, the default
+  # config, one L-BFGS step, checkpoints included), under /usr/bin/time -v:
+  python tools/poster_benchmark.py rss --size 4096 [--tile auto] [--memory-limit-gb 0]
+
+  # Time per loss+gradient evaluation, tiled / untiled, after compilation:
+  python tools/poster_benchmark.py ratio --size 2048 --tiles 512 768 1024
+
+  # XLA's memory analysis of a compiled step, compile only (nothing allocated):
+  python tools/poster_benchmark.py analysis --size 8192 --tile 1024 --lbfgs-memory 10
+
+  # The plan's estimates for print sizes (memory) on this machine and on a
+  # device with --device-gb of memory:
+  python tools/poster_benchmark.py table --device-gb 80
+
+Every mode prints a JSON line per measurement (and the table mode a
+Markdown table); WORKSPACE.md has the numbers measured on the project's
+2-core CPU.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+CONTENT = os.path.join(ROOT, '..', 'shared', 'images', 'astronaut.png')   # 512x512
+
+
+def _square_content(tmp):
+  """A square photo: the shared astronaut if present, else the cat cropped."""
+  if os.path.exists(CONTENT):
+    return os.path.abspath(CONTENT)
+  from PIL import Image
+  from nst_jax.config import asset
+  cat = Image.open(asset('chelsea.png')).convert('RGB')
+  path = os.path.join(tmp, 'square.png')
+  cat.crop((0, 0, 300, 300)).save(path)
+  return path
+
+
+def rss(args):
+  with tempfile.TemporaryDirectory() as tmp:
+    cmd = ['/usr/bin/time', '-v', sys.executable, '-m', 'nst_jax', f'--workdir={tmp}/w',
+           f'--config.content={_square_content(tmp)}', f'--config.sizes={args.size}',
+           '--config.steps=1', '--config.log_every=1', f'--config.tile={args.tile}',
+           f'--config.memory_limit_gb={args.memory_limit_gb}', '--quiet',
+           f'--config.activation_dtype={args.dtype}']
+    t = time.perf_counter()
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    wall = time.perf_counter() - t
+  err = r.stderr
+  peak = re.search(r'Maximum resident set size \(kbytes\): (\d+)', err)
+  plan = re.search(r'stage 1: .*?, (\d+\.\d+) GB of (\d+\.\d+) GB \(([^,]+),', err)
+  xla = re.search(r'XLA buffers (\d+\.\d+) GB \(temp (\d+\.\d+) GB\)', err)
+  out = dict(mode='rss', size=args.size, tile=args.tile, returncode=r.returncode,
+             wall_s=round(wall, 1),
+             peak_rss_gb=round(int(peak.group(1)) / 2**20, 2) if peak else None,
+             plan_gb=float(plan.group(1)) if plan else None,
+             limit_gb=float(plan.group(2)) if plan else None,
+             plan_tile=plan.group(3) if plan else None,
+             xla_gb=float(xla.group(1)) if xla else None,
+             xla_temp_gb=float(xla.group(2)) if xla else None)
+  if r.returncode:
+    out['error'] = err.strip().splitlines()[-1][-300:]
+  print(json.dumps(out), flush=True)
+
+
+def _objective(size):
+  import jax.numpy as jnp
+  import nst_jax
+  from nst_jax import image_io, objective
+  from nst_jax.config import asset
+  params = nst_jax.load_vgg19()
+  content = image_io.resize(image_io.load_image(asset('chelsea.png')), (size, size))
+  style = image_io.load_image(asset('starry_night.jpg'))
+  style = image_io.resize(style, image_io.fit_long_side(style.shape[:2], size))
+  targets = objective.make_targets(params, content, [style], tile=args_tile_for_targets(size))
+  return params, jnp.asarray(content), targets, objective.LossWeights(1.0, 100.0, 0.0)
+
+
+def args_tile_for_targets(size):
+  return 512 if size > 1024 else 0
+
+
+def ratio(args):
+  import jax
+  from nst_jax import objective, tiling
+  params, x, targets, w = _objective(args.size)
+  times = {}
+  for tile in [0] + args.tiles:
+    f = jax.jit(jax.value_and_grad(lambda x: objective.total_loss(x, params, targets, w,
+                                                                  tile=tile)))
+    t = time.perf_counter()
+    jax.block_until_ready(f(x))
+    compile_s = time.perf_counter() - t
+    ts = []
+    for _ in range(args.repeats):
+      t = time.perf_counter()
+      jax.block_until_ready(f(x))
+      ts.append(time.perf_counter() - t)
+    times[tile] = min(ts)
+    tl = tiling.make_tiling((args.size, args.size), tile, targets.layers)
+    print(json.dumps(dict(mode='ratio', size=args.size, tile=tile, eval_s=round(min(ts), 3),
+                          first_call_s=round(compile_s, 1),
+                          tiles=tl.count if tl else 1,
+                          window=tl.rows.window if tl else args.size,
+                          ratio=round(min(ts) / times[0], 3))), flush=True)
+
+
+def analysis(args):
+  import jax
+  import jax.numpy as jnp
+  import nst_jax
+  from nst_jax import memory, objective, optim, tiling
+  params = nst_jax.load_vgg19()
+  hw = (args.size, args.size)
+  abstract = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32)
+  # Targets' shapes only (their values do not change the buffers).
+  t = jax.eval_shape(lambda c, s: objective.make_targets(params, c, [s]),
+                     abstract((64, 64, 3)), abstract((64, 64, 3)))
+  t = jax.tree.map(lambda x: x, t)
+  content = {l: nst_jax.losses.Target(abstract((args.size // 8, args.size // 8, 512)),
+                                      abstract(())) for l in t.content}
+  targets = objective.Targets(content, t.style)
+  w = objective.LossWeights(1.0, 100.0, 0.0)
+  opt = optim.make_optimizer('lbfgs', lbfgs_memory=args.lbfgs_memory)
+  run = optim.make_chunk_fn(lambda p, s, tg: objective.total_loss(p, s[0], tg, s[1],
+                                                                  tile=args.tile), opt, 1)
+  state = jax.eval_shape(lambda p: optim.init_state(opt, p), abstract((1,) + hw + (3,)))
+  batched = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1,) + x.shape, x.dtype), targets)
+  t0 = time.perf_counter()
+  a = run.lower(state, ((params, w), batched), jnp.int32(1)).compile().memory_analysis()
+  step = dict(temp=a.temp_size_in_bytes, args=a.argument_size_in_bytes,
+              out=a.output_size_in_bytes, alias=a.alias_size_in_bytes)
+  vg = jax.jit(jax.value_and_grad(lambda x, tg: objective.total_loss(
+      x, params, tg, w, tile=args.tile))).lower(abstract(hw + (3,)), targets).compile()
+  b = vg.memory_analysis()
+  est = memory.estimate(hw, batch=1, channels=3, layers=targets.layers,
+                        content_layers=tuple(targets.content), tile=args.tile,
+                        lbfgs_memory=args.lbfgs_memory, cpu=False)
+  gb = lambda n: round(n / 2**30, 2)
+  print(json.dumps(dict(
+      mode='analysis', size=args.size, tile=args.tile, lbfgs_memory=args.lbfgs_memory,
+      compile_s=round(time.perf_counter() - t0, 1),
+      step_total_gb=gb(step['temp'] + step['args'] + step['out'] - step['alias']),
+      step_temp_gb=gb(step['temp']), step_args_gb=gb(step['args']),
+      loss_grad_temp_gb=gb(b.temp_size_in_bytes),
+      loss_grad_total_gb=gb(b.temp_size_in_bytes + b.argument_size_in_bytes),
+      plan_estimate_gb=gb(est.total), plan_parts_gb={k: gb(v) for k, v in est.parts.items()},
+      tiles=tiling.make_tiling(hw, args.tile, targets.layers).count)), flush=True)
+
+
+def table(args):
+  from nst_jax import memory, poster, tiling
+  from nst_jax.objective import PAPER_STYLE_LAYERS
+  layers = ('relu4_2',) + PAPER_STYLE_LAYERS
+  rows = []
+  cpu_limit, source = memory.device_limit(0)
+  for name in ('A4', 'A3', 'A2', 'A1', 'A0'):
+    for dpi in (150, 300):
+      h, w = poster.poster_pixels((512, 724), dpi, name)      # landscape, ISO aspect
+      row = dict(sheet=name, dpi=dpi, px=f'{w}x{h}', mp=round(h * w / 1e6, 1))
+      for key, limit, cpu in (('cpu', cpu_limit, True),
+                              ('gpu', int(args.device_gb * 0.95 * 2**30), False)):
+        try:
+          m = memory.plan_stage((h, w), tile='auto', limit=limit, batch=1, channels=3,
+                                layers=layers, content_layers=('relu4_2',), cpu=cpu)
+          row[key] = dict(gb=round(m.total / 2**30, 1), tile=m.tile, m=m.lbfgs_memory)
+        except Exception as e:  # pylint: disable=broad-except
+          row[key] = dict(error=str(e)[:80])
+      rows.append(row)
+      print(json.dumps(row), flush=True)
+  print(f'\ncpu limit: {cpu_limit / 2**30:.1f} GB ({source}); gpu: {args.device_gb} GB')
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument('mode', choices=('rss', 'ratio', 'analysis', 'table'))
+  p.add_argument('--size', type=int, default=2048)
+  p.add_argument('--tile', default='auto')
+  p.add_argument('--tiles', type=int, nargs='*', default=[512, 768, 1024])
+  p.add_argument('--repeats', type=int, default=2)
+  p.add_argument('--memory-limit-gb', type=float, default=0.0)
+  p.add_argument('--lbfgs-memory', type=int, default=10)
+  p.add_argument('--dtype', default='float32')
+  p.add_argument('--device-gb', type=float, default=80.0)
+  args = p.parse_args()
+  if args.mode == 'analysis':
+    args.tile = int(args.tile)
+  {'rss': rss, 'ratio': ratio, 'analysis': analysis, 'table': table}[args.mode](args)
+
+
+if __name__ == '__main__':
+  main()
