@@ -11,7 +11,8 @@ fresh initialisation (the time does not depend on their values).
 Training (``SIZE:BATCH:WIDTH``, each in a fresh subprocess): the compiled
 chunk of ``--steps`` Adam steps on real crops of the shared images with the
 real loss (Starry Night, the paper's layers), timed after compilation over
-two chunks; peak RSS above the process's RSS before the run, and XLA's
+two chunks; peak RSS above the process's RSS before the run (the peak is
+reset after VGG19 is loaded, Linux ``/proc/self/clear_refs``), and XLA's
 temporary buffers of the compiled chunk (``memory_analysis``).
 
 Prints the machine's 1-minute load average before each measurement: on a
@@ -69,6 +70,32 @@ def stylize_times(sizes, widths, runs):
   return out
 
 
+def _status_mb(field: str) -> float:
+  with open('/proc/self/status', encoding='ascii') as f:
+    for line in f:
+      if line.startswith(field + ':'):
+        return int(line.split()[1]) / 1024
+  raise KeyError(field)
+
+
+def _reset_peak_rss() -> float:
+  """Resets the process's peak RSS (Linux: ``clear_refs`` 5) so that loading
+  VGG19 does not hide the training's peak; returns the RSS now (MB)."""
+  try:
+    with open('/proc/self/clear_refs', 'w', encoding='ascii') as f:
+      f.write('5')
+  except OSError:                       # not Linux: ru_maxrss, may include loading
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  return _status_mb('VmRSS')
+
+
+def _peak_rss_mb() -> float:
+  try:
+    return _status_mb('VmHWM')
+  except OSError:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def train_worker(size, batch, width, steps):
   """One training configuration; prints a JSON line."""
   import jax
@@ -81,7 +108,7 @@ def train_worker(size, batch, width, steps):
   from nst_jax.fast import network, train
   vgg = nst_jax.load_vgg19()
   jax.block_until_ready(vgg)
-  base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  base = _reset_peak_rss()
   config = nst_jax.make_config(job='fast_train', train_images=SHARED, train_size=size,
                                batch_size=batch, net_width=width, style_scale=2.0)
   spec = config_lib.validate(config)
@@ -112,7 +139,7 @@ def train_worker(size, batch, width, steps):
   per_step = (time.perf_counter() - t) / (2 * steps)
   dev = jax.devices()[0]
   if dev.platform == 'cpu':
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    peak = _peak_rss_mb() - base
   else:
     peak = dev.memory_stats().get('peak_bytes_in_use', 0) / 2**20
   print(json.dumps(dict(kind='train', size=size, batch=batch, width=width,
