@@ -243,8 +243,16 @@ def test_fast_apply_job_writes_one_image_per_input_at_its_size(photos, tmp_path)
 def test_bundled_demo_model_loads_and_stylises():
   model = nst_jax.fast.load()
   assert model.channels == 3 and model.regions == 0
+  assert (model.meta['styles'], model.meta['step']) == (['starry_night.jpg'], 1500)
+  content = nst_jax.load_image(nst_jax.config.asset('chelsea.png'))
   out = nst_jax.fast.stylize(model, nst_jax.config.asset('chelsea.png'))
-  assert out.shape == nst_jax.load_image(nst_jax.config.asset('chelsea.png')).shape
+  assert out.shape == content.shape
+  # A trained stylisation: far from the photo, yet not flat, and following it
+  # (the output's luminance correlates with the photo's).
+  assert np.mean(np.abs(out - content)) > 0.05
+  assert out.std() > 0.05
+  y_out, y_in = color.luminance(out)[..., 0], color.luminance(content)[..., 0]
+  assert np.corrcoef(y_out.ravel(), y_in.ravel())[0, 1] > 0.3
 
 
 @pytest.mark.parametrize('overrides,message', [
