@@ -10,8 +10,10 @@ Example:
   >>> targets = nst_jax.make_targets(params, content, [style])
   >>> loss = lambda x: nst_jax.total_loss(x, params, targets,
   ...                                     nst_jax.LossWeights(1.0, 100.0, 0.0))
+  >>> out = nst_jax.fast.stylize(nst_jax.fast.load(), 'photo.jpg')  # feed-forward
 """
 
+from nst_jax import fast
 from nst_jax import masks
 from nst_jax.api import make_config, run, stylize
 from nst_jax.config import get_default_config
@@ -33,6 +35,7 @@ __all__ = [
     'NSTError',
     'Targets',
     'content_loss',
+    'fast',
     'get_default_config',
     'gram',
     'guided_gram',

@@ -87,13 +87,32 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
         params=None, quiet: bool = False):
   """Runs a configured job, writing into ``workdir``; resumes a killed one.
 
-  Files: see :mod:`nst_jax.workdir`. Returns the image (float32 ``[H, W, 3]``
-  in [0, 1]) or, for a content folder, the list of images in file order.
+  ``config.job``: ``optimize`` (files: see :mod:`nst_jax.workdir`),
+  ``fast_train`` (trains a network into ``workdir``, see
+  :mod:`nst_jax.fast.train`) or ``fast_apply`` (see :mod:`nst_jax.fast.apply`).
+  Returns the image (float32 ``[H, W, 3]`` in [0, 1]) or, for a content
+  folder, the list of images in file order; ``fast_train`` returns the model dir.
   """
   spec = config_lib.validate(config)
   if spec.compilation_cache:
     engine.enable_compilation_cache()
+  if spec.job == 'fast_train':
+    from nst_jax.fast import train  # pylint: disable=g-import-not-at-top
+    return train.run(spec, config, workdir, params=params, quiet=quiet)
+  if spec.job == 'fast_apply':
+    from nst_jax.fast import apply  # pylint: disable=g-import-not-at-top
+    return apply.run(spec, config, workdir, quiet=quiet)
   return _execute(spec, config, workdir, params, quiet, checkpoints=True)
+
+
+def result_path(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """What a CLI run reports it wrote: the trained model dir, or the output image."""
+  if config.get('job') == 'fast_train':
+    return workdir
+  content = config.content
+  if isinstance(content, str) and os.path.isdir(content):
+    return os.path.join(workdir, workdir_lib.BATCH_DIR)
+  return os.path.join(workdir, config.output)
 
 
 def stylize(content, styles, config: ml_collections.ConfigDict | None = None, *,

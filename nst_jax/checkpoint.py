@@ -45,7 +45,8 @@ PHASE_OUTPUTS = 'phase_outputs'
 _NOT_FINGERPRINTED = ('output', 'save_every', 'checkpoint_every', 'resume',
                       'compilation_cache', 'output_bits', 'dpi',
                       # memory, not numbers: a resumed stage keeps its saved tile
-                      'tile', 'memory_limit_gb')
+                      'tile', 'memory_limit_gb',
+                      'train_steps')   # fast_train: a longer run continues a shorter one
 
 
 def fingerprint(config, plan_signature=None) -> str:

@@ -27,6 +27,11 @@ from nst_jax.losses import NORMALIZATIONS
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets')
 OPTIMIZERS = ('lbfgs', 'adam')
 MODES = ('transfer', 'scale_mix')
+JOBS = ('optimize', 'fast_train', 'fast_apply')
+# Colour controls a fast network can be trained with (luminance_swap is an
+# optimisation-only post-process).
+FAST_COLOR_CONTROLS = ('none', 'luminance', 'histogram')
+DEMO_MODEL = 'fast_demo'               # bundled model dir in nst_jax/assets
 # Tuple fields whose values are names or paths: on the command line they are
 # split on commas by nst_jax.main (so absolute paths and spaces work).
 STRING_LIST_FIELDS = ('styles', 'style_guidance', 'content_layers', 'style_layers',
@@ -109,11 +114,26 @@ def get_default_config() -> ml_collections.ConfigDict:
   # Devices: this many (0 = all visible); images of a batch go to different
   # devices, one image is split into bands of rows over the rest.
   c.devices = 1
-  c.batch_size = 0                     # content folder: images per compiled batch (0 = all)
+  c.batch_size = 0                     # optimize, content folder: images per compiled
+  #                                      batch (0 = all); fast_train: crops per
+  #                                      training step (0 = 4)
   # Preemption safety (CLI runs with a workdir); see nst_jax/checkpoint.py.
   c.checkpoint_every = 0               # steps; 0 = at stage ends and on signals
   c.resume = True                      # continue from the workdir's checkpoint
   c.compilation_cache = True           # JAX persistent cache in the cache dir
+  # Fast style transfer networks (Gatys et al. 2017, sec. 7; Johnson et al.
+  # 2016); see nst_jax/fast. fast_train also uses: styles, the loss fields,
+  # content_guidance (a fixed training mask), color_control, style_scale,
+  # learning_rate (Adam), batch_size, seed (init and crops), log_every (steps
+  # per compiled call), save_every (sample grid + model export every N steps),
+  # checkpoint_every, resume; content is the sample grid's first image.
+  c.job = 'optimize'                   # 'optimize' | 'fast_train' | 'fast_apply'
+  c.train_images = ''                  # fast_train: a folder of content photos
+  c.train_size = 256                   # fast_train: side of the random crops, px
+  c.train_steps = 40000                # fast_train: Adam steps
+  c.net_width = 32                     # channels of the network's first conv
+  c.net_res_blocks = 5                 # residual blocks at 1/4 resolution
+  c.model = ''                         # fast_apply: a trained workdir; '' = bundled demo
   return c
 
 
@@ -163,6 +183,18 @@ class ScaleMixSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class FastSpec:
+  """Fast networks: training data and schedule, architecture, the model to apply."""
+  train_images: str                    # fast_train: folder of photos ('' for apply)
+  train_size: int                      # crop side, px
+  train_steps: int
+  batch_size: int                      # crops per step (resolved: 0 -> 4)
+  width: int
+  res_blocks: int
+  model: str                           # fast_apply: model dir (resolved)
+
+
+@dataclasses.dataclass(frozen=True)
 class RunSpec:
   """A validated, normalised configuration (built by :func:`validate` only)."""
   content: object                      # path, array, or a folder of images
@@ -197,6 +229,8 @@ class RunSpec:
   checkpoint_every: int
   resume: bool
   compilation_cache: bool
+  job: str = 'optimize'                # 'optimize' | 'fast_train' | 'fast_apply'
+  fast: FastSpec | None = None         # set for the fast_* jobs
 
   @property
   def batch(self) -> bool:
@@ -303,6 +337,8 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
   output = str(c.output)
   image_io.check_output_path(output)
   guidance = _guidance(c, styles)
+  job = _choice('job', c.job, JOBS)
+  fast = _fast(c, job)
   return RunSpec(
       content=content, styles=styles,
       loss=_loss(c, styles, guided=guidance is not None),
@@ -329,7 +365,46 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
       activation_dtype=_choice('activation_dtype', c.activation_dtype,
                                vgg.ACTIVATION_DTYPES),
       checkpoint_every=_int('checkpoint_every', c.checkpoint_every, 0),
-      resume=bool(c.resume), compilation_cache=bool(c.compilation_cache))
+      resume=bool(c.resume), compilation_cache=bool(c.compilation_cache),
+      job=job, fast=fast)
+
+
+def _fast(c, job: str) -> FastSpec | None:
+  """Validated fast-network fields (None for the optimisation)."""
+  width = _int('net_width', c.net_width, 1)
+  res_blocks = _int('net_res_blocks', c.net_res_blocks, 0)
+  train_size = _int('train_size', c.train_size, 32)
+  train_steps = _int('train_steps', c.train_steps, 1)
+  if job == 'optimize':
+    return None
+  if str(c.scale_fine_style or '') or str(c.poster or '') or str(c.print_size or ''):
+    raise NSTError(f'config.job={job}: scale mixing and posters are optimisation-only; '
+                   'unset scale_fine_style/scale_coarse_style/poster/print_size')
+  if c.devices != 1:
+    raise NSTError(f'config.devices must be 1 for job={job} (one device)')
+  train_images, model = '', ''
+  if job == 'fast_train':
+    train_images = str(c.train_images or '')
+    if not train_images or not os.path.isdir(train_images):
+      raise NSTError(f'config.train_images must be a folder of content photos, '
+                     f'got {train_images!r}')
+    try:
+      image_io.list_images(train_images)
+    except NSTError:
+      raise NSTError(f'config.train_images: {train_images} holds no images '
+                     f'({", ".join(image_io.IMAGE_EXTENSIONS)})') from None
+    if c.color_control not in FAST_COLOR_CONTROLS:
+      raise NSTError(f'config.color_control must be one of {FAST_COLOR_CONTROLS} for '
+                     f'job=fast_train, got {c.color_control!r}')
+  else:
+    model = str(c.model or '') or asset(DEMO_MODEL)
+    if not os.path.isfile(os.path.join(model, 'model.json')):
+      raise NSTError(f'config.model: {model} holds no trained model (model.json); '
+                     'train one with job=fast_train (configs/fast_train.py)')
+  batch = _int('batch_size', c.batch_size, 0) or 4
+  return FastSpec(train_images=train_images, train_size=train_size,
+                  train_steps=train_steps, batch_size=batch, width=width,
+                  res_blocks=res_blocks, model=model)
 
 
 def _loss(c, styles, guided: bool) -> LossSpec:

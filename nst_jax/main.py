@@ -81,7 +81,7 @@ def main(argv):
     distributed.fail((distributed.peer_failure() or
                       f'a collective with the other processes failed ({first})') +
                      '; restart every process with the same command to resume', 3)
-  print(os.path.join(_WORKDIR.value, config.output))
+  print(api.result_path(config, _WORKDIR.value))
 
 
 def _stop(message: str, status: int, failed: bool = True) -> None:

@@ -272,6 +272,16 @@ def _grey(y):
   return np.repeat(np.asarray(y, np.float32), 3, axis=-1)
 
 
+def style_guidance_masks(g: config_lib.GuidanceSpec, style_images: list,
+                         max_pixels: int) -> list[np.ndarray]:
+  """Per style image, its ``[H_s, W_s, R]`` masks (``whole``: ones for every region)."""
+  out = []
+  for form, s in zip(g.styles, style_images):
+    m = masks_lib.load_guidance(form, s.shape[:2], max_pixels)
+    out.append(np.repeat(m, g.regions, axis=-1) if m.shape[-1] == 1 else m)
+  return out
+
+
 def prepare(phase: Phase, style_images: list, max_pixels: int) -> Prepared:
   """Decodes a phase's contents and applies colour control to its styles.
 
@@ -300,10 +310,7 @@ def prepare(phase: Phase, style_images: list, max_pixels: int) -> Prepared:
                                                                  else c.name),
                                              c.hw, max_pixels)
                      for c in phase.contents]
-    style_masks = []
-    for form, s in zip(g.styles, style_images):
-      m = masks_lib.load_guidance(form, s.shape[:2], max_pixels)
-      style_masks.append(np.repeat(m, g.regions, axis=-1) if m.shape[-1] == 1 else m)
+    style_masks = style_guidance_masks(g, style_images, max_pixels)
   init_image = None
   if phase.init not in ('content', 'noise', 'style'):
     init_image = image_io.load_image(phase.init, max_pixels)

@@ -1,0 +1,188 @@
+"""Applying a trained fast network: :func:`load` a model dir, :func:`stylize` images.
+
+A model dir is a ``job=fast_train`` workdir (or the bundled demo): its
+``model.json`` says how to rebuild the network (channels, guidance channels,
+width, residual blocks, colour control), ``model.npz`` holds the parameters.
+:func:`stylize` runs the network once, jit-compiled per input shape, at the
+input's own size:
+
+* a spatially guided model takes R mask channels: any form the optimisation
+  accepts (``halves_x``, ``disc:0.3``, ``horizon:0.6``, a label map, ...) or
+  an ``[H, W, R]`` array — not only the mask it was trained with;
+* a luminance model gets the content's luminance Y and its output Y is
+  recombined with the content's I, Q (:func:`nst_jax.color.combine_luminance`),
+  so the result's chroma is exactly the content's.
+
+Example:
+  >>> model = nst_jax.fast.load('model_dir')
+  >>> out = nst_jax.fast.stylize(model, 'photo.jpg')            # [H, W, 3] in [0, 1]
+  >>> out = nst_jax.fast.stylize(model2, photo, guidance='disc:0.35')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from nst_jax import color
+from nst_jax import image_io
+from nst_jax import masks as masks_lib
+from nst_jax import plan as plan_lib
+from nst_jax import workdir as workdir_lib
+from nst_jax.config import DEMO_MODEL, asset
+from nst_jax.errors import NSTError
+from nst_jax.fast import network
+from nst_jax.fast.train import FORMAT, MODEL_JSON, MODEL_NPZ, param_names
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FastModel:
+  """A loaded network: ``meta`` (model.json), ``graphdef`` and ``params``."""
+  meta: dict
+  graphdef: object
+  params: object
+  path: str = ''
+
+  @property
+  def regions(self) -> int:
+    """R, the guidance channels it takes (0: no spatial control)."""
+    return int(self.meta['guidance_channels'])
+
+  @property
+  def channels(self) -> int:
+    """3 (RGB) or 1 (luminance network)."""
+    return int(self.meta['channels'])
+
+  @property
+  def forward(self):
+    """The jitted network ``(params, image [1,H,W,C], guidance) -> [1,H,W,C]``."""
+    fn = self.__dict__.get('_forward')
+    if fn is None:
+      graphdef = self.graphdef
+      fn = jax.jit(lambda p, x, g: network.apply(graphdef, p, x, g))
+      object.__setattr__(self, '_forward', fn)
+    return fn
+
+
+def load(path: str | None = None) -> FastModel:
+  """Loads a model dir written by ``job=fast_train`` (None / '' = the bundled demo).
+
+  Raises:
+    NSTError: no ``model.json`` / ``model.npz``, another format, or
+      parameters whose names or shapes do not fit the architecture.
+  """
+  path = str(path or asset(DEMO_MODEL))
+  meta_path, npz_path = os.path.join(path, MODEL_JSON), os.path.join(path, MODEL_NPZ)
+  if not os.path.isfile(meta_path) or not os.path.isfile(npz_path):
+    raise NSTError(f'{path} holds no trained model ({MODEL_JSON} and {MODEL_NPZ}); '
+                   'train one with job=fast_train (configs/fast_train.py)')
+  try:
+    with open(meta_path, encoding='utf-8') as f:
+      meta = json.load(f)
+    arch = {k: int(meta[k]) for k in ('channels', 'guidance_channels', 'width',
+                                       'res_blocks')}
+  except (ValueError, KeyError, TypeError) as e:
+    raise NSTError(f'{meta_path}: not a model description ({e})') from None
+  if meta.get('format') != FORMAT:
+    raise NSTError(f'{meta_path}: format {meta.get("format")!r}, expected {FORMAT!r}')
+  graphdef, params = network.create(**arch, abstract=True)
+  names, shapes, treedef = param_names(params)
+  try:
+    with np.load(npz_path, allow_pickle=False) as z:
+      arrays = {k: z[k] for k in z.files}
+  except (OSError, ValueError) as e:
+    raise NSTError(f'{npz_path}: unreadable ({e})') from None
+  for name, want in zip(names, shapes):
+    if name not in arrays or arrays[name].shape != want.shape:
+      got = arrays[name].shape if name in arrays else 'missing'
+      raise NSTError(f'{npz_path}: parameter {name} is {got}, the architecture in '
+                     f'{MODEL_JSON} needs {want.shape}')
+  nnx.replace_by_pure_dict(params, jax.tree_util.tree_unflatten(
+      treedef, [jnp.asarray(arrays[n], jnp.float32) for n in names]))
+  return FastModel(meta, graphdef, params, path)
+
+
+def guidance_for(model: FastModel, guidance, hw) -> np.ndarray | None:
+  """The ``[H, W, R]`` guidance for one image: a form, an array, or None (the
+  form the model was trained with)."""
+  if not model.regions:
+    if guidance is not None and not (isinstance(guidance, str) and not guidance):
+      raise NSTError(f'{model.path or "this model"} was trained without spatial '
+                     'guidance; leave content_guidance unset')
+    return None
+  if guidance is None or (isinstance(guidance, str) and not guidance):
+    guidance = model.meta.get('guidance') or ''
+  if isinstance(guidance, (str, os.PathLike)):
+    g = masks_lib.load_guidance(str(guidance), hw)
+  else:
+    g = np.asarray(guidance, np.float32)
+    if g.ndim == 2:
+      g = g[..., None]
+  if g.shape != (*hw, model.regions):
+    raise NSTError(f'guidance has shape {g.shape}; this model takes {model.regions} '
+                   f'regions at the image size {tuple(hw)}')
+  return g
+
+
+def stylize(model: FastModel | str, image, guidance=None) -> np.ndarray:
+  """The network's stylisation of ``image``, float32 ``[H, W, 3]`` in [0, 1].
+
+  Args:
+    model: from :func:`load`, or a model dir.
+    image: a path or an array ``[H, W, 3]`` (uint8, or float in [0, 1]).
+    guidance: spatially guided models only: a guidance form (``'disc:0.3'``,
+      ``'horizon:0.6'``, ``'labels.png'``, ...) or an ``[H, W, R]`` array;
+      None = the mask it was trained with.
+  """
+  if not isinstance(model, FastModel):
+    model = load(model)
+  rgb = image_io.read_image(image, 'content image')
+  x = rgb if model.channels == 3 else color.luminance(rgb)
+  g = guidance_for(model, guidance, rgb.shape[:2])
+  out = model.forward(model.params, jnp.asarray(x)[None],
+                      None if g is None else jnp.asarray(g)[None])
+  out = np.asarray(out[0], np.float32)
+  if model.channels == 1:
+    out = color.combine_luminance(out, rgb)
+  return out
+
+
+def run(spec, config, workdir: str, quiet: bool = False):
+  """CLI ``job=fast_apply``: ``final.png`` (or ``batch/<name>.png`` per image of a
+  folder) in ``workdir``, each at its input's size. Returns the image(s)."""
+  workdir_lib.check_writable(workdir)
+  workdir_lib.write_config(workdir, config)
+  model = load(spec.fast.model)
+  form = spec.guidance.content if spec.guidance else None
+  if spec.batch:
+    paths = image_io.list_images(spec.content)
+    jobs = [(p, os.path.join(workdir, workdir_lib.BATCH_DIR,
+                             n + os.path.splitext(spec.output)[1]))
+            for p, n in zip(paths, plan_lib.output_names(paths))]
+  else:
+    jobs = [(spec.content, os.path.join(workdir, spec.output))]
+  results = []
+  for source, out_path in jobs:
+    t = time.perf_counter()
+    image = image_io.read_image(source, 'content image', spec.max_input_pixels)
+    g = masks_lib.for_image(form, source if isinstance(source, str) else None) \
+        if form else None
+    out = stylize(model, image, g)
+    if workdir_lib.writer():
+      image_io.save_image(out_path, out, bits=spec.output_bits, dpi=spec.dpi or None)
+    if not quiet:
+      log.info('%s -> %s (%dx%d, %.2fs incl. compile)', source if isinstance(source, str)
+               else '<array>', out_path, out.shape[1], out.shape[0],
+               time.perf_counter() - t)
+    results.append(out)
+  return results if spec.batch else results[0]
