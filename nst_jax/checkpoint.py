@@ -49,10 +49,14 @@ _NOT_FINGERPRINTED = ('output', 'save_every', 'checkpoint_every', 'resume',
                       'train_steps')   # fast_train: a longer run continues a shorter one
 
 
-def fingerprint(config, plan_signature=None) -> str:
+def fingerprint(config, plan_signature=None, fields=None) -> str:
   """SHA-256 of the config fields that determine the result, and of the plan
-  (input names and stage sizes: a folder whose images changed is a new run)."""
+  (input names and stage sizes: a folder whose images changed is a new run).
+  ``fields``: hash only these (a job that names what it depends on, so that
+  fields added later do not invalidate its checkpoints)."""
   d = json.loads(config.to_json_best_effort())
+  if fields is not None:
+    d = {k: d.get(k) for k in fields}
   for k in _NOT_FINGERPRINTED:
     d.pop(k, None)
   d['__plan__'] = plan_signature

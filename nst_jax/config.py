@@ -397,6 +397,9 @@ def _fast(c, job: str) -> FastSpec | None:
       raise NSTError(f'config.color_control must be one of {FAST_COLOR_CONTROLS} for '
                      f'job=fast_train, got {c.color_control!r}')
   else:
+    if c.color_control != 'none':
+      raise NSTError(f'config.color_control={c.color_control!r}: a fast_apply run takes '
+                     'the colour control the model was trained with; leave it none')
     model = str(c.model or '') or asset(DEMO_MODEL)
     if not os.path.isfile(os.path.join(model, 'model.json')):
       raise NSTError(f'config.model: {model} holds no trained model (model.json); '

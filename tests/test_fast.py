@@ -225,6 +225,12 @@ def test_apply_checks_guidance_against_the_model(tmp_path):
     nst_jax.fast.load(str(tmp_path))
   with pytest.raises(NSTError, match='no trained model'):
     nst_jax.fast.load(str(tmp_path / 'missing'))
+  # A cut-short parameter file: one line, not a zipfile traceback.
+  train.save_model(str(tmp_path), guided.params, guided.meta)
+  npz = tmp_path / 'model.npz'
+  npz.write_bytes(npz.read_bytes()[:1000])
+  with pytest.raises(NSTError, match='unreadable'):
+    nst_jax.fast.load(str(tmp_path))
 
 
 def test_fast_apply_job_writes_one_image_per_input_at_its_size(photos, tmp_path):
@@ -263,6 +269,7 @@ def test_bundled_demo_model_loads_and_stylises():
     (dict(job='fast_train', train_images='PHOTOS', train_size=8), 'config.train_size'),
     (dict(job='fast_train', train_images='PHOTOS', net_width=0), 'config.net_width'),
     (dict(job='fast_apply', model='/nonexistent'), 'config.model'),
+    (dict(job='fast_apply', color_control='luminance'), 'config.color_control'),
     (dict(job='fast_train', train_images='PHOTOS', devices=2), 'config.devices'),
     (dict(job='nope'), 'config.job'),
 ])
@@ -272,3 +279,17 @@ def test_config_errors_name_the_field(overrides, message, photos, tmp_path):
                for k, v in overrides.items()}
   with pytest.raises(NSTError, match=message):
     nst_jax.config.validate(nst_jax.make_config(**overrides))
+
+
+def test_training_fingerprint_ignores_fields_training_does_not_use(photos):
+  """A 40k-step run stays resumable when optimisation-only fields (or fields
+  added in a later version) change; a training field refuses it."""
+  from nst_jax import checkpoint
+  base = nst_jax.make_config(job='fast_train', train_images=photos)
+  key = lambda c: checkpoint.fingerprint(c, [], train.TRAINING_FIELDS)
+  other = nst_jax.make_config(base, sizes=(64,), tile='0', lbfgs_memory=3, log_every=5,
+                              train_steps=99)
+  other.some_later_field = 1
+  assert key(other) == key(base)
+  assert key(nst_jax.make_config(base, style_weight=3.0)) != key(base)
+  assert key(nst_jax.make_config(base, net_width=8)) != key(base)

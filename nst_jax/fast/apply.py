@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import time
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -100,7 +101,7 @@ def load(path: str | None = None) -> FastModel:
   try:
     with np.load(npz_path, allow_pickle=False) as z:
       arrays = {k: z[k] for k in z.files}
-  except (OSError, ValueError) as e:
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
     raise NSTError(f'{npz_path}: unreadable ({e})') from None
   for name, want in zip(names, shapes):
     if name not in arrays or arrays[name].shape != want.shape:

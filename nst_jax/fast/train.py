@@ -74,6 +74,19 @@ from nst_jax.progress import TERMS, Reporter, plot_losses
 
 log = logging.getLogger(__name__)
 
+# The config fields a trained network depends on: its checkpoint's
+# fingerprint (train_steps is left out: a longer run continues a shorter one;
+# optimisation-only fields and ones added later do not refuse a resume).
+TRAINING_FIELDS = (
+    'job', 'train_images', 'train_size', 'batch_size', 'net_width', 'net_res_blocks',
+    'learning_rate', 'seed', 'styles', 'style_scale', 'style_blend_weights',
+    'content_weight', 'style_weight', 'tv_weight', 'content_layers',
+    'content_layer_weights', 'style_layers', 'style_layer_weights', 'style_layer_styles',
+    'normalization', 'pooling', 'weights', 'remat', 'activation_dtype',
+    'max_input_pixels', 'color_control', 'histogram_mode', 'content_guidance',
+    'style_guidance', 'region_styles', 'region_weights', 'guidance_mode',
+    'guidance_extra', 'guided_statistic', 'global_style_weight')
+
 MODEL_JSON = 'model.json'
 MODEL_NPZ = 'model.npz'
 SAMPLES = 'samples'
@@ -383,7 +396,8 @@ def run(spec, config, workdir: str, params=None, quiet: bool = False) -> str:
   state = _fresh(TrainState(net_params, optimizer.init(net_params),
                                 jnp.zeros((), jnp.int32)))
   signature = [['fast_train', paths, fast.train_size, fast.batch_size]]
-  ckpt = checkpoint.Checkpointer(workdir, checkpoint.fingerprint(config, signature),
+  ckpt = checkpoint.Checkpointer(workdir, checkpoint.fingerprint(config, signature,
+                                                                 TRAINING_FIELDS),
                                  [fast.train_steps], spec.checkpoint_every, spec.resume)
   workdir_lib.write_config(workdir, config)
   kept = workdir_lib.trim_log(workdir, ckpt.point)
