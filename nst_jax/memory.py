@@ -54,9 +54,9 @@ log = logging.getLogger(__name__)
 
 GB = 2 ** 30
 WEIGHTS_BYTES = sum(int(np.prod(s)) + s[-1] for s in vgg.conv_shapes().values()) * 4
-# Share of the available RAM a CPU run plans for: the estimate is within
-# ~8% of the measured peak RSS (WORKSPACE.md), the page cache wants room for
-# the outputs and checkpoints, and the machine is usually shared.
+# Share of the available RAM a CPU run plans for: the estimate was 14% above
+# the measured peak RSS of a 4096² stage (WORKSPACE.md), the page cache wants
+# room for the outputs and checkpoints, and the machine is usually shared.
 CPU_RAM_SHARE = 0.40
 # On CPU the process also holds Python, jaxlib and compiled code, and host
 # copies of images (decoded inputs, resized stage images, outputs, the
