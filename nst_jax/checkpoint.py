@@ -33,6 +33,7 @@ import signal
 import jax
 import numpy as np
 
+from nst_jax import sharding
 from nst_jax.engine import Hook
 from nst_jax.errors import NSTError
 from nst_jax.files import atomic_write
@@ -206,9 +207,7 @@ class Checkpointer(Hook):
     """After a chunk: if a stop signal came (to any process), save and raise
     :class:`Preempted`."""
     signum = self.stop_signal or 0
-    if jax.process_count() > 1:             # the processes agree, then save together
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      signum = int(np.max(multihost_utils.process_allgather(np.int32(signum))))
+    signum = sharding.agree(signum)         # the processes agree, then save together
     if signum:
       self.save(stage, global_step, state, force=True)
       raise Preempted(signum, stage, int(state.step))

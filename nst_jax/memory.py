@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import optim
+from nst_jax import sharding
 from nst_jax import tiling
 from nst_jax import vgg
 from nst_jax.errors import NSTError
@@ -100,11 +101,8 @@ def device_limit(memory_limit_gb: float = 0.0) -> tuple[int, str]:
   if limit is None:               # CPU: for the process (see estimate's ``cpu``)
     limit, source = int(_available_ram() * CPU_RAM_SHARE), (
         f'{CPU_RAM_SHARE:.0%} of available RAM')
-  if jax.process_count() > 1:     # one plan for all: the smallest limit
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    # (in MiB: JAX without x64 would wrap an int64 byte count to int32)
-    mib = multihost_utils.process_allgather(np.int32(limit // 2**20))
-    limit = int(np.min(mib)) * 2**20
+  if jax.process_count() > 1:     # one plan for all: the smallest limit (in MiB)
+    limit = sharding.agree(limit // 2**20, np.min) * 2**20
     source += f', smallest of {jax.process_count()} processes'
   return limit, source
 

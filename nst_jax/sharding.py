@@ -116,3 +116,13 @@ def to_host(tree):
   return jax.tree.map(
       lambda x: np.asarray(x) if not isinstance(x, jax.Array) or x.is_fully_addressable
       else multihost_utils.process_allgather(x, tiled=True), tree)
+
+
+def agree(value: int, reduce=np.max) -> int:
+  """``reduce`` of an int32-sized integer over all processes, the same on
+  every one (a collective with several processes; without x64 JAX would wrap
+  a larger integer to int32)."""
+  if jax.process_count() == 1:
+    return int(value)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return int(reduce(multihost_utils.process_allgather(np.int32(value))))
