@@ -14,14 +14,15 @@ Example:
 """
 
 from nst_jax import fast
-from nst_jax import masks
+from nst_jax import mask_io
 from nst_jax.api import make_config, run, stylize
 from nst_jax.config import get_default_config
 from nst_jax.errors import NSTError
-from nst_jax.guidance import guided_gram, guided_mean, layer_guidance
+from nst_jax.layer_masks import layer_guidance
 from nst_jax import image_io
 from nst_jax.image_io import load_image, save_image
-from nst_jax.losses import content_loss, gram, style_loss, total_variation
+from nst_jax.losses import (content_loss, gram, guided_gram, guided_mean, style_loss,
+                            total_variation)
 from nst_jax.objective import (LossWeights, Targets, loss_terms, make_guided_targets,
                                make_targets, pixels_to_image, total_loss)
 from nst_jax.vgg import LAYER_NAMES, vgg_features
@@ -47,7 +48,7 @@ __all__ = [
     'make_config',
     'make_guided_targets',
     'make_targets',
-    'masks',
+    'mask_io',
     'pixels_to_image',
     'run',
     'save_image',

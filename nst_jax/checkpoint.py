@@ -33,6 +33,7 @@ import signal
 import jax
 import numpy as np
 
+from nst_jax import memory
 from nst_jax import sharding
 from nst_jax.engine import Hook
 from nst_jax.errors import NSTError
@@ -128,6 +129,8 @@ class Checkpointer(Hook):
       log.info('stage %d resumes with its saved tile %d and L-BFGS history %d (the plan '
                'now chose %d and %d)', stage + 1, saved['tile'], saved['lbfgs_memory'],
                stage_plan.tile, stage_plan.lbfgs_memory)
+    if stage_plan.memory is not None:          # the estimate of what now runs
+      saved['memory'] = memory.replan(stage_plan.memory, **saved)
     return dataclasses.replace(stage_plan, **saved)
 
   def skip_stage(self, stage: int) -> bool:

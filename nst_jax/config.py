@@ -16,9 +16,9 @@ import os
 import ml_collections
 
 from nst_jax import color
-from nst_jax import guidance as guidance_lib
+from nst_jax import layer_masks
 from nst_jax import image_io
-from nst_jax import masks
+from nst_jax import mask_io
 from nst_jax import objective
 from nst_jax import vgg
 from nst_jax.errors import NSTError
@@ -78,7 +78,7 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.activation_dtype = 'float32'       # 'float32' | 'bfloat16' activations
   c.init = 'content'                   # 'content' | 'noise' | 'style' | image path
   c.seed = 0
-  # Spatial control (Gatys et al. 2017, sec. 4); see nst_jax/guidance.py.
+  # Spatial control (Gatys et al. 2017, sec. 4); see nst_jax/layer_masks.py.
   c.content_guidance = ''              # '' = off | labels.png | a.png+b.png |
   #                                      halves_x | halves_y | disc[:r] | horizon[:h]
   c.style_guidance = ()                # per style, same forms; () or 'whole' =
@@ -122,11 +122,10 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.resume = True                      # continue from the workdir's checkpoint
   c.compilation_cache = True           # JAX persistent cache in the cache dir
   # Fast style transfer networks (Gatys et al. 2017, sec. 7; Johnson et al.
-  # 2016); see nst_jax/fast. fast_train also uses: styles, the loss fields,
-  # content_guidance (a fixed training mask), color_control, style_scale,
-  # learning_rate (Adam), batch_size, seed (init and crops), log_every (steps
-  # per compiled call), save_every (sample grid + model export every N steps),
-  # checkpoint_every, resume; content is the sample grid's first image.
+  # 2016); see nst_jax/fast. The fields a trained network depends on are
+  # nst_jax.fast.train.TRAINING_FIELDS; training also reads log_every,
+  # save_every, checkpoint_every and resume; content is the sample grid's
+  # first image.
   c.job = 'optimize'                   # 'optimize' | 'fast_train' | 'fast_apply'
   c.train_images = ''                  # fast_train: a folder of content photos
   c.train_size = 256                   # fast_train: side of the random crops, px
@@ -446,7 +445,7 @@ def _loss(c, styles, guided: bool) -> LossSpec:
 
 def _guidance(c, styles) -> GuidanceSpec | None:
   """Validated spatial control (None when content_guidance is off)."""
-  mode = _choice('guidance_mode', c.guidance_mode, guidance_lib.MODES)
+  mode = _choice('guidance_mode', c.guidance_mode, layer_masks.MODES)
   extra = c.guidance_extra
   if isinstance(extra, bool) or not isinstance(extra, int):
     raise NSTError(f'config.guidance_extra must be an integer, got {extra!r}')
@@ -460,15 +459,15 @@ def _guidance(c, styles) -> GuidanceSpec | None:
                    f'{len(styles)} styles')
   max_pixels = _int('max_input_pixels', c.max_input_pixels, 1)
   if os.path.isdir(content):
-    counts = {masks.count_regions(p, max_pixels) for p in image_io.list_images(content)}
+    counts = {mask_io.count_regions(p, max_pixels) for p in image_io.list_images(content)}
     if len(counts) > 1:
       raise NSTError(f'config.content_guidance: the masks in {content} have different '
                      f'numbers of regions {sorted(counts)}')
     regions = counts.pop()
   else:
-    regions = masks.count_regions(content, max_pixels)
+    regions = mask_io.count_regions(content, max_pixels)
   for i, g in enumerate(style_guidance):
-    n = masks.count_regions(g, max_pixels)
+    n = mask_io.count_regions(g, max_pixels)
     if n not in (1, regions):
       raise NSTError(f'config.style_guidance: style {i + 1}\'s guidance {g!r} has {n} '
                      f'regions, the content\'s has {regions}')

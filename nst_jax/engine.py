@@ -1,7 +1,7 @@
-"""The one stage engine: runs a :class:`~nst_jax.plan.Plan`, calls hooks, nothing else.
+"""The one stage engine: runs a :class:`~nst_jax.plan.Plan` and calls hooks.
 
 For every phase of the plan (see :mod:`nst_jax.plan`) and every stage of it:
-targets and start from the plan, an optimiser state with a leading batch
+targets and start (:mod:`nst_jax.inputs`), an optimiser state with a leading batch
 axis, placement on the device mesh, one AOT compilation of the chunk
 function (:mod:`nst_jax.optim`), then compiled chunks until the stage's steps
 are done. Between chunks the host evaluates the loss terms once and calls the
@@ -9,7 +9,8 @@ hooks: progress and the loss log (:class:`~nst_jax.progress.Reporter`),
 intermediate images and outputs (:mod:`nst_jax.workdir`), checkpoints
 (:class:`~nst_jax.checkpoint.Checkpointer`, which is also what ``resume``
 reads from). One image, a folder of photos, the scale mix and every control
-go through this same loop.
+go through this same loop. :func:`enable_compilation_cache` turns on JAX's
+persistent compilation cache that the loop's compilations then reuse.
 
 Example:
   >>> plan = nst_jax.plan.make_plan(spec)
@@ -31,11 +32,11 @@ import numpy as np
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
+from nst_jax import inputs
 from nst_jax import objective
 from nst_jax import optim
 from nst_jax import plan as plan_lib
 from nst_jax import sharding
-from nst_jax import tiling
 from nst_jax.errors import NSTError
 from nst_jax.files import cache_dir
 
@@ -79,11 +80,6 @@ def enable_compilation_cache(directory: str | None = None) -> str:
   return directory
 
 
-def _style_images(phase, outputs, max_pixels) -> list:
-  return [outputs[0][0] if s == plan_lib.MIXED_STYLE
-          else plan_lib.load(s, s.name, max_pixels) for s in phase.styles]
-
-
 def execute(plan: plan_lib.Plan, params, *, hooks: Sequence[Hook] = (),
             resume=None) -> list[list[np.ndarray]]:
   """Runs every phase of ``plan``; returns each phase's output images.
@@ -109,18 +105,18 @@ def execute(plan: plan_lib.Plan, params, *, hooks: Sequence[Hook] = (),
           h.stage_skipped(first + k, s)
       outputs.append(done)
     else:
-      prepared = plan_lib.prepare(phase, _style_images(phase, outputs,
-                                                       spec.max_input_pixels),
-                                  spec.max_input_pixels)
+      prepared = inputs.prepare(phase, inputs.style_images(phase, outputs,
+                                                           spec.max_input_pixels),
+                                spec.max_input_pixels)
       images = run_phase(spec, phase, prepared, params, hooks, resume, first)
-      outputs.append(plan_lib.finish(phase, prepared, images))
+      outputs.append(inputs.finish(phase, prepared, images))
     for h in hooks:
       h.phase_end(i, phase, outputs[-1])
     first += n
   return outputs
 
 
-def run_phase(spec, phase: plan_lib.Phase, prepared: plan_lib.Prepared, params,
+def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
               hooks: Sequence[Hook] = (), resume=None, first_stage: int = 0
               ) -> np.ndarray:
   """The coarse-to-fine stages of one phase; returns its images ``[B, H, W, 3]``."""
@@ -144,10 +140,10 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: plan_lib.Prepared, params,
     optimizer = optim.make_optimizer(spec.optimizer, spec.learning_rate,
                                      stage.lbfgs_memory)
     run_chunk = optim.make_chunk_fn(loss_fn, optimizer, chunk, mesh)
-    targets, skipped = plan_lib.stage_targets(phase, prepared, k, params)
+    targets, skipped = inputs.stage_targets(phase, prepared, k, params)
     if skipped and k == 0:
       _warn_skipped(skipped)
-    start = plan_lib.stage_start(phase, prepared, k, image, spec.seed)
+    start = inputs.stage_start(phase, prepared, k, image, spec.seed)
     image = None                                 # only the start needed it
     abstract = jax.eval_shape(lambda s: optim.init_state(optimizer, s), start)
     restored = state = None
@@ -192,11 +188,11 @@ def _loss_fns(tile: int, mesh, vgg_options):
   bands = mesh if mesh is not None and mesh.shape['h'] > 1 else None
 
   def loss_fn(pixels, shared, targets):
-    return tiling.total_loss(pixels, shared[0], targets, shared[1], tile, bands,
-                             **vgg_options)
+    return objective.total_loss(pixels, shared[0], targets, shared[1], tile, bands,
+                                **vgg_options)
 
   def terms(pixels, shared, targets):
-    return lax.map(lambda a: tiling.loss_terms(
+    return lax.map(lambda a: objective.loss_terms(
         shared[0], objective.pixels_to_image(a[0]), a[1], shared[1], tile, bands,
         **vgg_options), (pixels, targets))
 

@@ -79,6 +79,8 @@ class StageMemory(NamedTuple):
   tile: int                    # 0: untiled
   lbfgs_memory: int
   limit: int
+  hw: tuple = ()               # the stage's size
+  inputs: dict = {}            # the rest of estimate()'s arguments (for replan)
 
   def describe(self) -> str:
     parts = ', '.join(f'{k} {v / GB:.2f}' for k, v in self.parts.items() if v)
@@ -175,8 +177,17 @@ def estimate(hw, *, batch: int, channels: int, layers, content_layers, tile: int
     parts = {k: v * here for k, v in parts.items()}
     parts['host'] = int(CPU_RUNTIME_BYTES + HOST_IMAGE_COPIES * batch * pixels * 3 * 4
                         + source_pixels * 3 * 4)
+  inputs = dict(batch=batch, channels=channels, layers=layers, content_layers=content_layers,
+                optimizer=optimizer, activation_dtype=activation_dtype, regions=regions,
+                mesh_shape=mesh_shape, source_pixels=source_pixels, cpu=cpu, limit=limit)
   return StageMemory(int(sum(parts.values())), parts, tile if t is not None else 0,
-                     lbfgs_memory, limit)
+                     lbfgs_memory, limit, tuple(hw), inputs)
+
+
+def replan(m: StageMemory, tile: int, lbfgs_memory: int) -> StageMemory:
+  """The estimate of the same stage with another tile and L-BFGS history (a
+  resumed stage keeps the ones its checkpoint was made with)."""
+  return estimate(m.hw, tile=tile, lbfgs_memory=lbfgs_memory, **m.inputs)
 
 
 def _tile_candidates(hw, layers):

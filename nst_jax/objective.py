@@ -24,7 +24,7 @@ from typing import Mapping, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from nst_jax import guidance as guidance_lib
+from nst_jax import layer_masks
 from nst_jax import losses
 from nst_jax import tiling
 from nst_jax import vgg
@@ -33,7 +33,7 @@ from nst_jax.errors import NSTError
 # Gatys et al. 2016: content at relu4_2, style at relu1_1 ... relu5_1, equal weights.
 PAPER_CONTENT_LAYERS = ('relu4_2',)
 PAPER_STYLE_LAYERS = ('relu1_1', 'relu2_1', 'relu3_1', 'relu4_1', 'relu5_1')
-STATISTICS = ('gram', 'mean')
+STATISTICS = losses.STATISTICS
 
 
 @jax.tree_util.register_dataclass
@@ -80,9 +80,32 @@ def layer_weights(layers, what: str = 'layer') -> dict[str, float]:
   return {name: float(w) / total for name, w in items}
 
 
-_features = jax.jit(vgg.vgg_features, static_argnames=('layers', 'pooling'))
-_tiled_features = jax.jit(tiling.features, static_argnames=('layers', 'tiling', 'pooling'))
-_tiled_sums = jax.jit(tiling.sums, static_argnames=('tiling', 'pooling'))
+def position_sums(params, image, wanted: losses.Wanted, pooling: str = 'max',
+                  tile: int = 0, mesh=None, vgg_options=()) -> dict:
+  """:func:`nst_jax.losses.position_sums` of ``image`` (``[H, W, 3]``, what VGG
+  sees): the one place that chooses between the whole image and tiles.
+
+  ``tile``: evaluate in tiles of this side (exact; memory of one window, see
+  :mod:`nst_jax.tiling`; ``mesh``: a mesh whose axis ``'h'`` shares the
+  tiles); 0, or a tile that covers the image: the whole image at once.
+  ``vgg_options``: ``(name, value)`` pairs for :func:`nst_jax.vgg_features`.
+  """
+  t = tiling.make_tiling(image.shape[:2], tile, wanted.layers)
+  if t is not None:
+    return tiling.sums(image, params, wanted, t, pooling, mesh, vgg_options)
+  feats = vgg.vgg_features(params, image, wanted.layers, pooling, **dict(vgg_options))
+  return losses.position_sums(feats, wanted)
+
+
+_measure = jax.jit(position_sums, static_argnames=('pooling', 'tile'))
+
+
+def _means(params, image, wanted, pooling, tile) -> dict:
+  """Sums of one image divided by M_l: Grams, guided statistics; and maps."""
+  image = jnp.asarray(image, jnp.float32)
+  s = _measure(params, image, wanted, pooling, tile)
+  per = lambda d: {k: v / losses.layer_positions(image.shape[:2], k) for k, v in d.items()}
+  return {'grams': per(s['grams']), 'guided': per(s['guided']), 'maps': s['maps']}
 
 
 def features(params, image, layers, pooling: str = 'max', tile: int = 0) -> dict:
@@ -91,22 +114,13 @@ def features(params, image, layers, pooling: str = 'max', tile: int = 0) -> dict
   ``tile``: compute them in tiles of this side (exact; the memory of one
   tile's forward pass), for images too big to run whole.
   """
-  image = jnp.asarray(image, jnp.float32)
-  t = tiling.make_tiling(image.shape[:2], tile, layers)
-  if t is not None:
-    return _tiled_features(params, image, tuple(layers), t, pooling)
-  return _features(params, image, tuple(layers), pooling)
+  return _means(params, image, losses.Wanted(maps=tuple(layers)), pooling, tile)['maps']
 
 
 def style_grams(params, style_image, layers, pooling: str = 'max', tile: int = 0) -> dict:
   """Gram matrices of one style image at ``layers`` (``tile``: see :func:`features`)."""
-  image = jnp.asarray(style_image, jnp.float32)
-  t = tiling.make_tiling(image.shape[:2], tile, layers)
-  if t is not None:
-    sums = _tiled_sums(params, image, tiling.Wanted(grams=tuple(layers)), t, pooling)
-    return {k: v / tiling.layer_positions(image.shape[:2], k)
-            for k, v in sums['grams'].items()}
-  return {k: losses.gram(v) for k, v in features(params, image, layers, pooling).items()}
+  return _means(params, style_image, losses.Wanted(grams=tuple(layers)), pooling,
+                tile)['grams']
 
 
 def content_targets(params, content_image, content_layers, *,
@@ -190,16 +204,8 @@ class GuidedStyle(NamedTuple):
 
 def _guided_stats(params, image, guidance: dict, statistic, pooling, tile) -> dict:
   """``{layer: [R, ...]}``: the guided statistic of every region of ``image``."""
-  image = jnp.asarray(image, jnp.float32)
-  t = tiling.make_tiling(image.shape[:2], tile, tuple(guidance))
-  if t is not None:
-    sums = _tiled_sums(params, image, tiling.Wanted(guided=guidance, statistic=statistic),
-                       t, pooling)
-    return {k: v / tiling.layer_positions(image.shape[:2], k)
-            for k, v in sums['guided'].items()}
-  stat = guidance_lib.guided_gram if statistic == 'gram' else guidance_lib.guided_mean
-  feats = features(params, image, tuple(guidance), pooling)
-  return {k: stat(feats[k], g) for k, g in guidance.items()}
+  return _means(params, image, losses.Wanted(guided=guidance, statistic=statistic),
+                pooling, tile)['guided']
 
 
 def guided_style_side(params, style_images, style_guidances, region_styles,
@@ -210,9 +216,9 @@ def guided_style_side(params, style_images, style_guidances, region_styles,
   layers = tuple(weights)
   per_style = {}
   for s in sorted(set(region_styles)):
-    t = guidance_lib.layer_guidance(style_guidances[s], layers, mode, extra)
+    t = layer_masks.layer_guidance(style_guidances[s], layers, mode, extra)
     per_style[s] = (_guided_stats(params, style_images[s], t, statistic, pooling, tile),
-                    guidance_lib.empty_regions(t))
+                    layer_masks.empty_regions(t))
   return {name: GuidedStyle(jnp.stack([per_style[s][0][name][r]
                                        for r, s in enumerate(region_styles)]),
                             jnp.stack([per_style[s][1][name][r]
@@ -231,8 +237,8 @@ def guided_targets(style_side: Mapping[str, GuidedStyle], content_guidance,
     Skipped regions get scale 0. Nothing here syncs with the host.
   """
   weights = layer_weights(style_layers, 'style layer')
-  content_t = guidance_lib.layer_guidance(content_guidance, tuple(weights), mode, extra)
-  content_empty = guidance_lib.empty_regions(content_t)
+  content_t = layer_masks.layer_guidance(content_guidance, tuple(weights), mode, extra)
+  content_empty = layer_masks.empty_regions(content_t)
   lam = jnp.asarray(region_weights, jnp.float32)
   out, skipped = {}, {}
   for name, w in weights.items():
@@ -275,24 +281,24 @@ def make_guided_targets(params, content_guidance, style_images, style_guidances,
 
 
 def loss_terms(params, image, targets: Targets, weights: LossWeights,
-               tile: int = 0, **vgg_options) -> dict:
+               tile: int = 0, mesh=None, **vgg_options) -> dict:
   """Weighted loss terms of ``image`` ([H, W, 3] in [0, 1]) and their total.
 
   ``tile``: evaluate in tiles of this side (:mod:`nst_jax.tiling`: the same
-  value in the memory of one tile). ``vgg_options``: ``remat``,
-  ``activation_dtype`` (see :func:`nst_jax.vgg_features`); they change memory
-  and speed, not the value.
+  value and gradient in the memory of one tile; ``mesh``: a device mesh whose
+  axis ``'h'`` holds the image in bands, its devices share the tiles).
+  ``vgg_options``: ``remat``, ``activation_dtype`` (see
+  :func:`nst_jax.vgg_features`); they change memory and speed, not the value.
   """
-  if tile:
-    return tiling.loss_terms(params, image, targets, weights, tile, **vgg_options)
-  feats = vgg.vgg_features(params, image, targets.layers, targets.pooling,
-                           **vgg_options)
-  style = losses.style_loss(feats, targets.style)
-  if targets.guided:
-    style = style + losses.guided_style_loss(feats, targets.guided, targets.statistic)
+  wanted = losses.Wanted.of(targets)
+  sums = position_sums(params, image, wanted, targets.pooling, tile, mesh,
+                       tuple(sorted(vgg_options.items())))
+  hw = image.shape[:2]
+  raw = losses.loss_from_sums(sums, targets,
+                              {l: losses.layer_positions(hw, l) for l in wanted.layers})
   terms = {
-      'content': weights.content * losses.content_loss(feats, targets.content),
-      'style': weights.style * style,
+      'content': weights.content * raw['content'],
+      'style': weights.style * raw['style'],
       'tv': weights.tv * losses.total_variation(image),
   }
   terms['total'] = terms['content'] + terms['style'] + terms['tv']
@@ -314,17 +320,15 @@ def pixels_to_image(pixels: jax.Array) -> jax.Array:
 
 
 def total_loss(pixels, params, targets: Targets, weights: LossWeights,
-               tile: int = 0, **vgg_options) -> jax.Array:
+               tile: int = 0, mesh=None, **vgg_options) -> jax.Array:
   """α L_content + β L_style + γ L_tv of the image ``clip(pixels, 0, 1)``.
 
-  ``tile``: evaluate value and gradient in tiles of this side (exact; see
-  :mod:`nst_jax.tiling`), for images whose activations do not fit.
+  ``tile``, ``mesh``: evaluate value and gradient in tiles of this side
+  (exact; see :func:`loss_terms`), for images whose activations do not fit.
 
   Example:
     >>> loss = lambda x: total_loss(x, params, targets, LossWeights(1.0, 100.0, 0.0))
     >>> value, grad = jax.value_and_grad(loss)(x)
   """
-  if tile:
-    return tiling.total_loss(pixels, params, targets, weights, tile, **vgg_options)
-  return loss_terms(params, pixels_to_image(pixels), targets, weights,
+  return loss_terms(params, pixels_to_image(pixels), targets, weights, tile, mesh,
                     **vgg_options)['total']

@@ -1,4 +1,4 @@
-"""Pure pre-passes: a validated config -> a :class:`Plan` of phases and stages.
+"""The plan of a run: a validated config -> :class:`Plan` of phases and stages.
 
 A run is a sequence of *phases*; each optimises a batch of images through
 coarse-to-fine *stages* with one objective:
@@ -12,12 +12,11 @@ coarse-to-fine *stages* with one objective:
   one. Every control works the same for one image and for a batch.
 
 :func:`make_plan` decides everything that can be decided before an image is
-decoded: phases, stage sizes (rounded for the device mesh), steps, names. The
-engine then asks this module, per phase and stage, for the prepared images
-(:func:`prepare`: colour control, masks), the batched targets
-(:func:`stage_targets`), the start (:func:`stage_start`) and, at the end, the
-output images (:func:`finish`: luminance recombination). All of these are
-functions of their arguments only.
+decoded: phases, stage sizes (rounded for the device mesh), steps, names, and
+each stage's memory plan (tile, L-BFGS history; :mod:`nst_jax.memory`). It
+reads image headers only and runs nothing; the result is plain frozen data.
+What the engine then materialises per phase and stage (decoded images, colour
+control, masks, VGG targets, start images) is :mod:`nst_jax.inputs`.
 
 Example:
   >>> spec = config.validate(config.get_default_config())
@@ -32,18 +31,11 @@ import dataclasses
 import itertools
 import logging
 import os
-from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 
-from nst_jax import color
 from nst_jax import config as config_lib
 from nst_jax import image_io
-from nst_jax import masks as masks_lib
 from nst_jax import memory
-from nst_jax import objective
 from nst_jax import poster as poster_lib
 from nst_jax import sharding
 
@@ -146,6 +138,11 @@ def read_sources(spec) -> tuple[list[Source], list[Source]]:
   return contents, styles
 
 
+def _band_rows(h: int, multiple: int) -> int:
+  """``h`` rounded to equal bands of rows on ``multiple`` devices."""
+  return max(multiple, round(h / multiple) * multiple) if multiple > 1 else h
+
+
 def stage_sizes(spec, hw, row_multiple: int = 1) -> list[StagePlan]:
   """The stages of one content image of size ``hw`` (posters derive theirs)."""
   stages = spec.stages
@@ -157,8 +154,7 @@ def stage_sizes(spec, hw, row_multiple: int = 1) -> list[StagePlan]:
   out = []
   for stage in stages:
     h, w = image_io.fit_long_side(hw, stage.long_side)
-    if row_multiple > 1:          # equal bands of rows on every device
-      h = max(row_multiple, round(h / row_multiple) * row_multiple)
+    h = _band_rows(h, row_multiple)
     out.append(StagePlan((h, w), stage.steps,
                          max(16, round(stage.long_side * spec.style_scale))))
   return out
@@ -175,8 +171,7 @@ def _scale_mix_phase(spec, max_pixels) -> Phase:
       tv_weight=0.0, statistic='gram', global_style_weight=1.0)
   b, h = sharding.mesh_shape(spec.devices, 1)
   hw = image_io.fit_long_side(coarse.hw, mix.size)
-  if h > 1:
-    hw = (max(h, round(hw[0] / h) * h), hw[1])
+  hw = (_band_rows(hw[0], h), hw[1])
   return Phase('scale_mix', (coarse,), (fine,), loss, None,
                (StagePlan(hw, mix.steps, mix.size),), 'content',
                'content_to_style' if mix.color_match else 'none', spec.histogram_mode,
@@ -245,169 +240,6 @@ def _phases(spec) -> list[Phase]:
           tuple(stage_sizes(spec, batch[0].hw, h)), spec.init, spec.color_control,
           spec.histogram_mode, (b, h)))
   return phases
-
-
-# ---------------------------------------------------------------------------
-# Per phase: prepared images (host, numpy).
-# ---------------------------------------------------------------------------
-
-
-class Prepared(NamedTuple):
-  """A phase's images at full resolution, after colour control."""
-  originals: list                  # per image, its RGB content (for finish)
-  contents: list                   # per image, the content the loss sees
-  styles: list                     # per image, its list of style images
-  content_masks: list | None       # per image, [H, W, R] guidance
-  style_masks: list | None         # per style, [H_s, W_s, R] guidance
-  init_image: np.ndarray | None    # a decoded init file
-
-
-def load(source: Source, what: str, max_pixels: int) -> np.ndarray:
-  if isinstance(source.image, str):
-    return image_io.load_image(source.image, max_pixels)
-  return source.image
-
-
-def _grey(y):
-  return np.repeat(np.asarray(y, np.float32), 3, axis=-1)
-
-
-def style_guidance_masks(g: config_lib.GuidanceSpec, style_images: list,
-                         max_pixels: int) -> list[np.ndarray]:
-  """Per style image, its ``[H_s, W_s, R]`` masks (``whole``: ones for every region)."""
-  out = []
-  for form, s in zip(g.styles, style_images):
-    m = masks_lib.load_guidance(form, s.shape[:2], max_pixels)
-    out.append(np.repeat(m, g.regions, axis=-1) if m.shape[-1] == 1 else m)
-  return out
-
-
-def prepare(phase: Phase, style_images: list, max_pixels: int) -> Prepared:
-  """Decodes a phase's contents and applies colour control to its styles.
-
-  ``style_images``: the decoded styles (the scale mix output for
-  ``MIXED_STYLE``). With ``histogram`` every image gets its own
-  colour-matched styles; otherwise all images share the same list.
-  """
-  originals = [load(c, 'content image', max_pixels) for c in phase.contents]
-  contents, styles = list(originals), [list(style_images)] * len(originals)
-  if phase.color == 'histogram':
-    styles = [[np.clip(color.match_histogram(s, c, phase.histogram_mode), 0, 1)
-               for s in style_images] for c in originals]
-  elif phase.color == 'content_to_style':
-    contents = [np.clip(color.match_histogram(c, style_images[0], phase.histogram_mode),
-                        0, 1) for c in originals]
-  elif phase.color == 'luminance':
-    ys = [color.luminance(c) for c in originals]
-    contents = [_grey(y) for y in ys]
-    styles = [[_grey(color.match_luminance(color.luminance(s), y)) for s in style_images]
-              for y in ys]
-  content_masks = style_masks = None
-  g = phase.guidance
-  if g is not None:
-    content_masks = [masks_lib.load_guidance(masks_lib.for_image(g.content, c.image if
-                                                                 isinstance(c.image, str)
-                                                                 else c.name),
-                                             c.hw, max_pixels)
-                     for c in phase.contents]
-    style_masks = style_guidance_masks(g, style_images, max_pixels)
-  init_image = None
-  if phase.init not in ('content', 'noise', 'style'):
-    init_image = image_io.load_image(phase.init, max_pixels)
-  return Prepared(originals, contents, styles, content_masks, style_masks, init_image)
-
-
-# ---------------------------------------------------------------------------
-# Per stage: targets and start (device arrays).
-# ---------------------------------------------------------------------------
-
-
-def _resize_styles(styles, side):
-  return [image_io.resize(s, image_io.fit_long_side(s.shape[:2], side)) for s in styles]
-
-
-def _stack(trees):
-  return jax.tree.map(lambda *x: jnp.stack(x), *trees)
-
-
-def stage_targets(phase: Phase, prepared: Prepared, k: int, params):
-  """Batched :class:`objective.Targets` of stage ``k`` (leading axis = image).
-
-  Also returns ``{layer: bool [B, R]}`` of guidance regions skipped as empty.
-  Style statistics are computed once per distinct list of style images.
-  """
-  stage = phase.stages[k]
-  loss, g = phase.loss, phase.guidance
-  per_image, skipped = [], []
-  cache = {}
-  for i, content in enumerate(prepared.contents):
-    styles = prepared.styles[i]
-    key = id(styles)
-    if key not in cache:
-      resized = _resize_styles(styles, stage.style_side)
-      style_t = objective.style_targets(
-          params, resized, loss.style_layer_weights, style_blend=loss.style_blend,
-          normalization=loss.normalization, pooling=loss.pooling,
-          layer_styles=loss.layer_styles,
-          global_weight=loss.global_style_weight, tile=stage.tile)
-      side = None
-      if g is not None:
-        sm = [image_io.resize(m, s.shape[:2]) for m, s in zip(prepared.style_masks, resized)]
-        side = objective.guided_style_side(
-            params, resized, sm, g.region_styles, loss.style_layer_weights,
-            mode=g.mode, extra=g.extra, statistic=loss.statistic, pooling=loss.pooling,
-            tile=stage.tile)
-      cache[key] = (style_t, side)
-    style_t, side = cache[key]
-    guided, empty = {}, {}
-    if g is not None:
-      guided, empty = objective.guided_targets(
-          side, image_io.resize(prepared.content_masks[i], stage.hw), g.region_weights,
-          loss.style_layer_weights, mode=g.mode, extra=g.extra,
-          normalization=loss.normalization)
-    per_image.append(objective.Targets(
-        content=objective.content_targets(
-            params, image_io.resize(content, stage.hw), loss.content_layer_weights,
-            normalization=loss.normalization, pooling=loss.pooling, tile=stage.tile),
-        style=style_t, guided=guided, pooling=loss.pooling, statistic=loss.statistic))
-    skipped.append(empty)
-  return _stack(per_image), _stack(skipped) if skipped[0] else {}
-
-
-def stage_start(phase: Phase, prepared: Prepared, k: int, previous, seed: int):
-  """The ``[B, h, w, C]`` start of stage ``k``: the init at stage 0, else the
-  previous stage's images (``previous``, ``[B, h', w', 3]``) resized."""
-  hw = phase.stages[k].hw
-  if previous is not None:
-    start = jax.vmap(lambda x: image_io.resize(x, hw))(jnp.asarray(previous))
-  elif phase.init == 'noise':
-    # The same noise for every image: each result equals the image run alone.
-    noise = jax.random.uniform(jax.random.fold_in(jax.random.PRNGKey(seed), k),
-                               tuple(hw) + (3,), jnp.float32)
-    start = jnp.stack([noise] * phase.batch)
-  elif phase.init == 'content':
-    start = jnp.stack([image_io.resize(c, hw) for c in prepared.contents])
-  elif phase.init == 'style':
-    start = jnp.stack([image_io.resize(
-        _resize_styles(s[:1], phase.stages[k].style_side)[0], hw)
-        for s in prepared.styles])
-  else:
-    start = jnp.stack([image_io.resize(prepared.init_image, hw)] * phase.batch)
-  return jnp.asarray(start, jnp.float32)[..., :phase.channels]
-
-
-def finish(phase: Phase, prepared: Prepared, images) -> list[np.ndarray]:
-  """The phase's output images (float32 RGB): luminance control recombines
-  the optimised (or stylised) luminance with each content's chroma."""
-  out = []
-  for original, image in zip(prepared.originals, images):
-    image = np.asarray(image, np.float32)
-    if phase.color in ('luminance', 'luminance_swap'):
-      content = np.asarray(image_io.resize(original, image.shape[:2]))
-      image = (color.combine_luminance(image[..., :1], content) if phase.color == 'luminance'
-               else color.swap_luminance(image, content))
-    out.append(image)
-  return out
 
 
 def stage_costs(plan: Plan) -> list[tuple[int, float]]:

@@ -1,5 +1,5 @@
-"""Exact tiled evaluation: the loss, its gradient and the targets of an image
-of any size in the memory of one tile.
+"""Exact tiled evaluation: the position sums behind the loss, its gradient and
+the targets of an image of any size, in the memory of one tile.
 
 The image is cut into tiles. Each tile is evaluated in a *window*: the tile
 plus a halo as wide as the receptive field radius of the deepest layer in use
@@ -10,23 +10,30 @@ tile) then sees exactly the pixels it sees in the whole image, so it is
 computed exactly; positions near the window's edge are not owned by it and
 are ignored. Every position of every layer is owned by exactly one tile.
 
-* Pass 1 (forward only): per window, the owned positions' contributions to
-  every global statistic: Gram sums FᵀF, guided Gram sums (Tʳ∘F)ᵀ(Tʳ∘F) and
-  guided mean sums per region (the content's guidance channels are sliced
-  with the window), and the content term's squared errors. Summed over tiles
-  they are the untiled statistics; the loss follows from them.
-* Pass 2 (forward + backward): the loss is a function f of those sums, so
-  its gradient is Σ_tiles J_tileᵀ ∇f: per window, the gradient of
-  ⟨∇f, owned statistics of the window⟩, with ∇f held fixed, added into the
-  image's gradient over the whole window (overlap-add; halos overlap).
-  TV is local and cheap: computed on the whole image.
+Every statistic the losses compare is a sum over positions
+(:func:`nst_jax.losses.position_sums`), so the image's sums are the sum of
+the tiles' sums over their owned positions. :func:`sums` computes them and
+is a ``jax.custom_vjp`` of the image:
 
-Both passes are ``lax.scan`` loops inside the compiled step
-(:func:`total_loss` is a ``jax.custom_vjp``), so an L-BFGS chunk stays one
-XLA computation whose activations are those of one window. Value and
-gradient equal the untiled ones up to float32 summation order (tested to
+* Pass 1 (forward only): per window, :func:`~nst_jax.losses.position_sums`
+  of its owned positions (the full content/guidance maps are sliced with the
+  window), added up over the tiles; feature maps (``Wanted.maps``, for
+  content targets) are assembled from the owned positions.
+* Pass 2 (backward: forward + backward per window): given the cotangent c of
+  the sums (whatever function of them is differentiated), the image's
+  gradient is Σ_tiles J_tileᵀ c: per window, the gradient of ⟨c, owned sums
+  of the window⟩, added into the image's gradient over the whole window
+  (overlap-add; halos overlap).
+
+The loss itself (:func:`nst_jax.losses.loss_from_sums`), the clip to [0, 1],
+the grey-to-RGB of luminance runs and TV are outside, differentiated by
+autodiff as on the untiled path: :mod:`nst_jax.objective` chooses tiled or
+untiled sums in one place and computes the same loss from either. Both
+passes are ``lax.scan`` loops inside the compiled step, so an L-BFGS chunk
+stays one XLA computation whose activations are those of one window. Value
+and gradient equal the untiled ones up to float32 summation order (tested to
 1e-5 relative). With a spatial mesh axis ``'h'`` the tiles are divided among
-its devices (each gathers the image, takes its share of tiles; statistics are
+its devices (each gathers the image, takes its share of tiles; sums are
 summed and the gradient reduce-scattered back into bands).
 
 Cost: a value+gradient costs one more forward pass than untiled (pass 1),
@@ -34,13 +41,12 @@ plus the halo: ~(4/3) x ((T + 2h)/T)² of the untiled time for tiles of side
 T (measured in WORKSPACE.md).
 
 Example:
-  >>> loss = lambda x: total_loss(x, params, targets, weights, tile=256)
-  >>> value, grad = jax.value_and_grad(loss)(x)    # == untiled, in less memory
+  >>> t = make_tiling(image.shape[:2], 256, wanted.layers)    # None: one tile
+  >>> s = sums(image, params, wanted, t)   # == losses.position_sums of the whole
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -50,7 +56,6 @@ from jax import lax
 
 from nst_jax import losses
 from nst_jax import vgg
-from nst_jax.vgg import float32_precision
 
 
 class AxisTiles(NamedTuple):
@@ -115,78 +120,6 @@ def _owned(axis: AxisTiles, i, start, stride: int, length: int):
 
 
 # ---------------------------------------------------------------------------
-# What a window contributes: owned statistics.
-# ---------------------------------------------------------------------------
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class Wanted:
-  """What to sum over owned positions (full layer maps are sliced per window)."""
-  content: dict = dataclasses.field(default_factory=dict)   # layer -> P: Σ (F - P)²
-  guided: dict = dataclasses.field(default_factory=dict)    # layer -> T [H_l, W_l, R]:
-  #                                            Σ (T∘F)ᵀ(T∘F) [R,C,C] (or Σ T∘F [R,C])
-  grams: tuple = dataclasses.field(default=(), metadata=dict(static=True))  # Σ FᵀF
-  statistic: str = dataclasses.field(default='gram', metadata=dict(static=True))
-
-  @classmethod
-  def of(cls, targets) -> 'Wanted':
-    return cls({k: t.value for k, t in targets.content.items()},
-               {k: t.guidance for k, t in targets.guided.items()},
-               tuple(targets.style), targets.statistic)
-
-
-def _slice_map(full, r0, c0, h, w):
-  """The [h, w, ...] part of a full layer map at a window's position."""
-  return lax.dynamic_slice(full, (r0, c0) + (0,) * (full.ndim - 2),
-                           (h, w) + full.shape[2:])
-
-
-def window_stats(feats: dict, own: dict, corner: dict, wanted: Wanted) -> dict:
-  """Owned sums of one window: ``{'content': {l: Σ(F-P)²}, 'grams': {l: FᵀF},
-  'guided': {l: [R,C,C] or [R,C]}}``."""
-  prec = float32_precision()
-  out = {'content': {}, 'grams': {}, 'guided': {}}
-  for name, target in wanted.content.items():
-    f = feats[name]
-    d = (f - _slice_map(target, *corner[name], *f.shape[:2])) * own[name][..., None]
-    out['content'][name] = jnp.sum(d * d)
-  for name in wanted.grams:
-    f = feats[name] * own[name][..., None]
-    out['grams'][name] = jnp.einsum('hwc,hwd->cd', f, f, precision=prec)
-  for name, guidance in wanted.guided.items():
-    f = feats[name]
-    g = _slice_map(guidance, *corner[name], *f.shape[:2]) * own[name][..., None]
-    if wanted.statistic == 'gram':
-      tf = g[..., :, None] * f[..., None, :]
-      out['guided'][name] = jnp.einsum('hwrc,hwrd->rcd', tf, tf, precision=prec)
-    else:
-      out['guided'][name] = jnp.einsum('hwr,hwc->rc', g, f, precision=prec)
-  return out
-
-
-def layer_positions(hw, name) -> int:
-  """M_l: positions of layer ``name``'s grid for an ``hw`` image."""
-  s = vgg.layer_stride(name)
-  return (hw[0] // s) * (hw[1] // s)
-
-
-def loss_from_stats(stats, targets, weights, hw) -> dict:
-  """The loss terms (content, style; no tv) from the whole image's sums."""
-  content = jnp.zeros((), jnp.float32)
-  for name, t in targets.content.items():
-    content = content + t.scale * stats['content'][name]
-  style = jnp.zeros((), jnp.float32)
-  for name, t in targets.style.items():
-    d = stats['grams'][name] / layer_positions(hw, name) - t.value
-    style = style + t.scale * jnp.sum(d * d)
-  for name, t in targets.guided.items():
-    d = stats['guided'][name] / layer_positions(hw, name) - t.value
-    style = style + jnp.sum(t.scale * jnp.sum(d.reshape(d.shape[0], -1) ** 2, axis=1))
-  return {'content': weights.content * content, 'style': weights.style * style}
-
-
-# ---------------------------------------------------------------------------
 # The window loop.
 # ---------------------------------------------------------------------------
 
@@ -230,73 +163,62 @@ def _each_window(image, tiling: Tiling, layers, axis, fn, init):
   return carry
 
 
-def _zeros_like_output(fn, *args):
-  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, *args))
+def _add_at(full, part, corner):
+  """``full`` with ``part`` added at ``corner`` (a layer map's window)."""
+  start = (*corner, *(0,) * (full.ndim - 2))
+  return lax.dynamic_update_slice(full, lax.dynamic_slice(full, start, part.shape) + part,
+                                  start)
 
 
-def sums(params, image, wanted: Wanted, tiling: Tiling, pooling: str = 'max',
-         axis: str | None = None, **vgg_options) -> dict:
-  """Pass 1 (forward only): :func:`window_stats` summed over every tile."""
-  layers = tuple(dict.fromkeys((*wanted.content, *wanted.grams, *wanted.guided)))
+def _pass1(params, image, wanted: losses.Wanted, tiling: Tiling, pooling, axis,
+           vgg_options) -> dict:
+  """Pass 1 (forward only): the owned sums of every window, added up (maps
+  assembled in place)."""
+  hw, layers = image.shape[:2], wanted.layers
 
-  def stats(window, own, corner):
+  def window_sums(window, own, corner):
     feats = vgg.vgg_features(params, window, layers, pooling, **vgg_options)
-    return window_stats(feats, own, corner, wanted)
+    return losses.position_sums(feats, wanted, own, corner)
 
   def fn(total, window, own, corner, _):
-    return jax.tree.map(jnp.add, total, stats(window, own, corner))
+    part = window_sums(window, own, corner)
+    maps = {k: _add_at(total['maps'][k], v, corner[k]) for k, v in part['maps'].items()}
+    part = {**part, 'maps': {}}
+    return {**jax.tree.map(jnp.add, {**total, 'maps': {}}, part), 'maps': maps}
 
-  r0, c0, own, corner = _window_geometry(tiling, 0, layers)
-  zero = _zeros_like_output(
-      stats, jax.ShapeDtypeStruct((tiling.rows.window, tiling.cols.window, image.shape[-1]),
-                                  image.dtype), own, corner)
+  _, _, own, corner = _window_geometry(tiling, 0, layers)
+  window = jax.ShapeDtypeStruct((tiling.rows.window, tiling.cols.window, image.shape[-1]),
+                                image.dtype)
+  zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                      jax.eval_shape(window_sums, window, own, corner))
+  zero['maps'] = {l: jnp.zeros((hw[0] // vgg.layer_stride(l), hw[1] // vgg.layer_stride(l),
+                                vgg.layer_channels(l)), jnp.float32) for l in wanted.maps}
   total = _each_window(image, tiling, layers, axis, fn, zero)
   return lax.psum(total, axis) if axis is not None else total
 
 
-def features(params, image, layers, tiling: Tiling, pooling: str = 'max',
-             **vgg_options) -> dict:
-  """Full feature maps of ``image`` assembled from the tiles' owned positions
-  (forward only; exact). For content targets of images too big to run whole."""
-  hw = image.shape[:2]
-  layers = tuple(layers)
-
-  def fn(maps, window, own, corner, _):
-    feats = vgg.vgg_features(params, window, layers, pooling, **vgg_options)
-    out = {}
-    for name, f in feats.items():
-      start = (*corner[name], 0)
-      current = lax.dynamic_slice(maps[name], start, f.shape)
-      out[name] = lax.dynamic_update_slice(maps[name],
-                                           current + f * own[name][..., None], start)
-    return out
-
-  init = {l: jnp.zeros((hw[0] // vgg.layer_stride(l), hw[1] // vgg.layer_stride(l),
-                        vgg.layer_channels(l)), jnp.float32) for l in layers}
-  return _each_window(image, tiling, layers, None, fn, init)
-
-
-def _grad_pass(image, params, targets, cotangent, tiling, vgg_options, axis):
+def _pass2(params, image, wanted: losses.Wanted, cotangent, tiling: Tiling, pooling,
+           axis, vgg_options):
   """Pass 2: Σ_tiles of the gradient of ⟨cotangent, owned sums of the window⟩."""
-  layers = targets.layers
-  wanted = Wanted.of(targets)
+  layers = wanted.layers
 
   def fn(grad, window, own, corner, origin):
     def linear(w):
-      feats = vgg.vgg_features(params, w, layers, targets.pooling, **vgg_options)
-      stats = window_stats(feats, own, corner, wanted)
-      return sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(cotangent),
-                                                 jax.tree.leaves(stats)))
-    g = jax.grad(linear)(window)
-    start = (*origin, 0)
-    return lax.dynamic_update_slice(grad, lax.dynamic_slice(grad, start, g.shape) + g,
-                                    start)
+      feats = vgg.vgg_features(params, w, layers, pooling, **vgg_options)
+      part = losses.position_sums(feats, wanted, own, corner)
+      total = sum(jnp.vdot(cotangent[k][n], v) for k in ('content', 'grams', 'guided')
+                  for n, v in part[k].items())
+      for n, v in part['maps'].items():
+        total = total + jnp.vdot(lax.dynamic_slice(
+            cotangent['maps'][n], (*corner[n], 0), v.shape), v)
+      return total
+    return _add_at(grad, jax.grad(linear)(window), origin)
 
   return _each_window(image, tiling, layers, axis, fn, jnp.zeros_like(image))
 
 
 # ---------------------------------------------------------------------------
-# The tiled loss: value from pass 1, gradient from pass 2 (custom VJP).
+# The tiled sums: value from pass 1, gradient from pass 2 (custom VJP).
 # ---------------------------------------------------------------------------
 
 
@@ -316,79 +238,50 @@ def _on_bands(fn, mesh, out_spec):
       axis_names={'h'}, check_vma=False)(image, *rest)
 
 
-def _stats(image, params, targets, tiling, vgg_options, mesh):
-  def fn(image, params, wanted, axis):
-    return sums(params, image, wanted, tiling, targets.pooling, axis, **vgg_options)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def _sums(image, params, wanted, tiling, pooling, mesh, vgg_options):
+  return _sums_fwd(image, params, wanted, tiling, pooling, mesh, vgg_options)[0]
+
+
+def _sums_fwd(image, params, wanted, tiling, pooling, mesh, vgg_options):
   from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
-  return _on_bands(fn, mesh, P())(image, params, Wanted.of(targets))
+
+  def fn(image, params, wanted, axis):
+    return _pass1(params, image, wanted, tiling, pooling, axis, dict(vgg_options))
+  return _on_bands(fn, mesh, P())(image, params, wanted), (image, params, wanted)
 
 
-def loss_terms(params, image, targets, weights, tile: int, mesh=None,
-               **vgg_options) -> dict:
-  """Like :func:`nst_jax.loss_terms`, evaluated in tiles of side ``tile``
-  (``mesh``: a mesh whose axis ``'h'`` holds the image in bands)."""
-  tiling = make_tiling(image.shape[:2], tile, targets.layers)
-  if tiling is None:
-    from nst_jax import objective  # pylint: disable=g-import-not-at-top
-    return objective.loss_terms(params, image, targets, weights, 0, **vgg_options)
-  stats = _stats(image, params, targets, tiling, vgg_options, mesh)
-  terms = loss_from_stats(stats, targets, weights, image.shape[:2])
-  terms['tv'] = weights.tv * losses.total_variation(image)
-  terms['total'] = terms['content'] + terms['style'] + terms['tv']
-  return terms
+def _sums_bwd(tiling, pooling, mesh, vgg_options, residuals, cotangent):
+  image, params, wanted = residuals
 
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _tiled_loss(pixels, params, targets, weights, tiling, vgg_options, mesh):
-  return _tiled_fwd(pixels, params, targets, weights, tiling, vgg_options, mesh)[0]
-
-
-def _image(pixels):
-  from nst_jax.objective import pixels_to_image  # pylint: disable=g-import-not-at-top
-  return pixels_to_image(pixels)
-
-
-def _tiled_fwd(pixels, params, targets, weights, tiling, vgg_options, mesh):
-  image = _image(pixels)
-  stats = _stats(image, params, targets, tiling, dict(vgg_options), mesh)
-  terms = loss_from_stats(stats, targets, weights, image.shape[:2])
-  value = terms['content'] + terms['style'] + weights.tv * losses.total_variation(image)
-  return value, (pixels, params, targets, weights, stats)
-
-
-def _tiled_bwd(tiling, vgg_options, mesh, residuals, g):
-  pixels, params, targets, weights, stats = residuals
-  image, image_vjp = jax.vjp(_image, pixels)
-  hw = image.shape[:2]
-  cotangent = jax.grad(lambda s: sum(loss_from_stats(s, targets, weights, hw).values()))(
-      stats)
-  cotangent = jax.tree.map(lambda c: c * g, cotangent)
-
-  def fn(image, params, targets, cotangent, axis):
-    grad = _grad_pass(image, params, targets, cotangent, tiling, dict(vgg_options), axis)
+  def fn(image, params, wanted, cotangent, axis):
+    grad = _pass2(params, image, wanted, cotangent, tiling, pooling, axis,
+                  dict(vgg_options))
     if axis is None:
       return grad
     # This device's tiles only: sum over the devices, each keeping its band.
     return lax.psum_scatter(grad, axis, scatter_dimension=0, tiled=True)
 
   from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
-  grad = _on_bands(fn, mesh, P('h'))(image, params, targets, cotangent)
-  grad = grad + g * jax.grad(lambda x: weights.tv * losses.total_variation(x))(image)
+  grad = _on_bands(fn, mesh, P('h'))(image, params, wanted, cotangent)
   zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)
-  return (image_vjp(grad)[0], zeros(params), zeros(targets), zeros(weights))
+  return grad, zeros(params), zeros(wanted)
 
 
-_tiled_loss.defvjp(_tiled_fwd, _tiled_bwd)
+_sums.defvjp(_sums_fwd, _sums_bwd)
 
 
-def total_loss(pixels, params, targets, weights, tile: int, mesh=None, **vgg_options):
-  """:func:`nst_jax.total_loss` evaluated in tiles of side ``tile`` (same value
-  and gradient; memory of one window). ``mesh``: a device mesh whose axis
-  ``'h'`` holds the image in bands; its devices share the tiles. One tile:
-  the untiled loss."""
-  tiling = make_tiling(pixels.shape[:2], tile, targets.layers)
-  if tiling is None:
-    from nst_jax import objective  # pylint: disable=g-import-not-at-top
-    return objective.total_loss(pixels, params, targets, weights, 0, **vgg_options)
-  return _tiled_loss(pixels, params, targets, weights, tiling,
-                     tuple(sorted(vgg_options.items())), mesh)
+def sums(image, params, wanted: losses.Wanted, tiling: Tiling, pooling: str = 'max',
+         mesh=None, vgg_options=()) -> dict:
+  """:func:`nst_jax.losses.position_sums` of the whole ``image`` (``[H, W, 3]``,
+  the image VGG sees), evaluated in ``tiling``'s windows: the same sums (and
+  full ``maps``), differentiable w.r.t. ``image`` in the memory of one window.
+
+  Args:
+    tiling: from :func:`make_tiling` (more than one tile).
+    mesh: a device mesh whose axis ``'h'`` holds the image in bands; its
+      devices share the tiles. None: all tiles here.
+    vgg_options: ``(name, value)`` pairs for :func:`nst_jax.vgg_features`
+      (``remat``, ``activation_dtype``).
+  """
+  return _sums(image, params, wanted, tiling, pooling, mesh, tuple(vgg_options))

@@ -30,8 +30,6 @@ MEAN_PIXEL_BGR = (103.939, 116.779, 123.68)
 # Every conv is followed by a ReLU, every block by a 2x2 stride-2 pooling.
 VGG19_BLOCKS = ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
 BLOCK_CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
-CONV_NAMES = tuple(f'conv{b}_{i}' for b, n in VGG19_BLOCKS
-                   for i in range(1, n + 1))
 
 
 def conv_shapes() -> dict[str, tuple[int, int, int, int]]:

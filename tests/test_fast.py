@@ -75,7 +75,7 @@ def test_conv_gradient_equals_autodiff(stride, hw):
 def test_guidance_changes_the_output_where_the_mask_changes():
   model = _model(regions=2, seed=2)
   image = np.asarray(jax.random.uniform(jax.random.PRNGKey(5), (64, 64, 3)))
-  left = nst_jax.masks.load_guidance('halves_x', (64, 64))
+  left = nst_jax.mask_io.load_guidance('halves_x', (64, 64))
   moved = left.copy()
   moved[:, 24:32] = left[:, 40:48]            # columns 24..31 switch to region 2
   a = apply_lib.stylize(model, image, left)

@@ -9,26 +9,26 @@ import pytest
 from jax import lax
 
 import nst_jax
-from nst_jax import guidance, image_io, losses, masks, vgg
+from nst_jax import image_io, layer_masks, losses, mask_io, vgg
 
 LAYERS = ['relu1_1', 'relu2_1', 'relu3_1', 'relu4_1', 'relu5_1']
 
 
 def test_all_ones_guidance_gives_the_plain_gram(rng):
   f = jnp.asarray(rng.normal(size=(6, 5, 4)).astype(np.float32))
-  t = guidance.layer_guidance(np.ones((48, 40, 1), np.float32), ['relu2_1'])['relu2_1']
+  t = layer_masks.layer_guidance(np.ones((48, 40, 1), np.float32), ['relu2_1'])['relu2_1']
   assert t.shape == (24, 20, 1)
-  g = guidance.guided_gram(f, jnp.ones((6, 5, 1)))[0]
+  g = losses.guided_gram(f, jnp.ones((6, 5, 1)))[0]
   np.testing.assert_allclose(g, losses.gram(f), rtol=1e-6)
   np.testing.assert_allclose(t, 1.0)
-  np.testing.assert_allclose(guidance.guided_mean(f, jnp.ones((6, 5, 1)))[0],
+  np.testing.assert_allclose(losses.guided_mean(f, jnp.ones((6, 5, 1)))[0],
                              f.mean(axis=(0, 1)), rtol=1e-5)
 
 
 def test_guided_gram_by_hand():
   f = jnp.array([[[1.0, 2.0], [3.0, 4.0]]])              # positions (0,0), (0,1)
   t = jnp.array([[[2.0], [0.0]]])                        # only the first position
-  g = guidance.guided_gram(f, t)[0]
+  g = losses.guided_gram(f, t)[0]
   np.testing.assert_allclose(g, np.array([[4, 8], [8, 16]]) / 2.0)
 
 
@@ -36,9 +36,9 @@ def test_inside_subset_simple_subset_all(rng):
   mask = (rng.uniform(size=(64, 48, 2)) > 0.4).astype(np.float32)
   mask[:, :24, 0] = 1.0                                  # a big solid block too
   layers = vgg.LAYER_NAMES[:vgg.LAYER_INDEX['relu5_1'] + 1]
-  inside = guidance.propagate(mask, layers, 'inside')
-  simple = guidance.propagate(mask, layers, 'simple')
-  every = guidance.propagate(mask, layers, 'all')
+  inside = layer_masks.propagate(mask, layers, 'inside')
+  simple = layer_masks.propagate(mask, layers, 'simple')
+  every = layer_masks.propagate(mask, layers, 'all')
   for name in layers:
     assert np.all(inside[name] <= simple[name] + 1e-7), name
     assert np.all(simple[name] <= every[name] + 1e-7), name
@@ -75,8 +75,8 @@ def test_inside_and_all_equal_brute_force_receptive_fields(layer, rng):
   rf = _receptive_fields(hw, layer)
   expect_inside = np.all(~rf | (mask[None, None] > 0), axis=(2, 3))
   expect_all = np.any(rf & (mask[None, None] > 0), axis=(2, 3))
-  got_inside = np.asarray(guidance.propagate(mask[..., None], [layer], 'inside')[layer][..., 0])
-  got_all = np.asarray(guidance.propagate(mask[..., None], [layer], 'all')[layer][..., 0])
+  got_inside = np.asarray(layer_masks.propagate(mask[..., None], [layer], 'inside')[layer][..., 0])
+  got_all = np.asarray(layer_masks.propagate(mask[..., None], [layer], 'all')[layer][..., 0])
   np.testing.assert_array_equal(got_inside > 0.5, expect_inside)
   np.testing.assert_array_equal(got_all > 0.5, expect_all)
 
@@ -84,16 +84,16 @@ def test_inside_and_all_equal_brute_force_receptive_fields(layer, rng):
 def test_extra_erosion_and_dilation():
   mask = np.zeros((32, 32, 1), np.float32)
   mask[8:24, 8:24] = 1
-  base = guidance.propagate(mask, ['relu1_1'], 'simple')['relu1_1'][..., 0]
-  eroded = guidance.propagate(mask, ['relu1_1'], 'simple', extra=-2)['relu1_1'][..., 0]
-  dilated = guidance.propagate(mask, ['relu1_1'], 'simple', extra=1)['relu1_1'][..., 0]
+  base = layer_masks.propagate(mask, ['relu1_1'], 'simple')['relu1_1'][..., 0]
+  eroded = layer_masks.propagate(mask, ['relu1_1'], 'simple', extra=-2)['relu1_1'][..., 0]
+  dilated = layer_masks.propagate(mask, ['relu1_1'], 'simple', extra=1)['relu1_1'][..., 0]
   assert float(base.sum()) == 256 and float(eroded.sum()) == 144
   assert float(dilated.sum()) == 18 * 18
 
 
 def test_normalization_mean_square_one():
-  mask = masks.disc((40, 40), 0.2)
-  t = guidance.layer_guidance(mask, LAYERS, 'simple')
+  mask = mask_io.disc((40, 40), 0.2)
+  t = layer_masks.layer_guidance(mask, LAYERS, 'simple')
   for name in LAYERS:
     np.testing.assert_allclose(np.mean(np.asarray(t[name]) ** 2, axis=(0, 1)), 1.0, rtol=1e-5)
 
@@ -103,16 +103,16 @@ def test_label_map_and_separate_masks(tmp_path):
   labels = np.zeros((10, 20, 3), np.uint8)
   labels[:, 10:] = (255, 0, 0)
   Image.fromarray(labels).save(tmp_path / 'labels.png')
-  m = masks.load_guidance(str(tmp_path / 'labels.png'), (20, 40))   # resized 2x
+  m = mask_io.load_guidance(str(tmp_path / 'labels.png'), (20, 40))   # resized 2x
   assert m.shape == (20, 40, 2)
   np.testing.assert_allclose(m[:, :18, 0], 1.0)           # black sorts first
   np.testing.assert_allclose(m[:, 22:, 1], 1.0)
   Image.fromarray(np.full((10, 20), 255, np.uint8)).save(tmp_path / 'a.png')
   Image.fromarray(np.full((10, 20), 64, np.uint8)).save(tmp_path / 'b.png')
-  m = masks.load_guidance(f'{tmp_path}/a.png+{tmp_path}/b.png', (10, 20))
+  m = mask_io.load_guidance(f'{tmp_path}/a.png+{tmp_path}/b.png', (10, 20))
   np.testing.assert_allclose(m[0, 0], [1.0, 64 / 255], atol=1e-6)   # soft mask kept
   with pytest.raises(nst_jax.NSTError, match='aspect ratio'):
-    masks.load_guidance(str(tmp_path / 'labels.png'), (20, 20))
+    mask_io.load_guidance(str(tmp_path / 'labels.png'), (20, 20))
 
 
 def test_empty_region_is_skipped_without_nan(vgg_params, assets, caplog):
@@ -120,7 +120,7 @@ def test_empty_region_is_skipped_without_nan(vgg_params, assets, caplog):
   content_masks[..., 0] = 1.0                            # region 2 empty in content
   style = image_io.resize(image_io.load_image(assets['starry_night.jpg']), (40, 48))
   guided, skipped = nst_jax.make_guided_targets(
-      vgg_params, content_masks, [style], [masks.halves((40, 48))], (0, 0), (0.5, 0.5),
+      vgg_params, content_masks, [style], [mask_io.halves((40, 48))], (0, 0), (0.5, 0.5),
       style_layers={'relu1_1': 0.5, 'relu2_1': 0.5})
   assert {(l, r) for l, e in skipped.items() for r in np.flatnonzero(e)} == {
       ('relu1_1', 1), ('relu2_1', 1)}
@@ -157,7 +157,7 @@ def test_two_styles_on_two_halves(vgg_params, assets):
 
 
 def test_whole_style_guidance_serves_every_region(vgg_params, assets):
-  assert masks.load_guidance('whole', (4, 5)).shape == (4, 5, 1)
+  assert mask_io.load_guidance('whole', (4, 5)).shape == (4, 5, 1)
   kw = dict(params=vgg_params, sizes=(32,), steps=(4,), content_guidance='halves_x')
   two = nst_jax.stylize(assets['chelsea.png'],
                         [assets['starry_night.jpg'], assets['the_scream.jpg']], **kw)
@@ -180,5 +180,5 @@ def test_contact_sheet_places_images_and_masks():
                                    label_h=5))
   assert tuple(sheet[2 + 5, 2 + 10]) == (255, 0, 0)         # first cell: red
   assert tuple(sheet[2 + 5, 2 + 20 + 2 + 10]) == (0, 0, 255)  # second cell: blue
-  pic = mask_picture(masks.halves((4, 4), 'x'))
+  pic = mask_picture(mask_io.halves((4, 4), 'x'))
   assert pic[0, 0, 0] != pic[0, 3, 0]                       # regions get distinct greys

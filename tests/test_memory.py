@@ -113,17 +113,32 @@ def test_make_plan_chooses_tiles_for_a_small_memory_limit():
     plan.make_plan(nst_jax.config.validate(c))
 
 
+def test_a_resumed_stage_keeps_its_estimate_in_step():
+  """A resumed stage runs with the tile and history its checkpoint was made
+  with; its memory estimate (logged beside XLA's) is that stage's, not the
+  new plan's."""
+  from nst_jax import checkpoint
+  m = memory.plan_stage((2048, 2048), tile=0, limit=100 * GB, **_plan())
+  stage = plan.StagePlan((2048, 2048), 5, 512, m.tile, m.lbfgs_memory, m)
+  saved = type('Saved', (), {'point': dict(stage=0, tile=256, lbfgs_memory=4)})()
+  resumed = checkpoint.Checkpointer.stage_as_saved(saved, 0, stage)
+  assert (resumed.tile, resumed.lbfgs_memory) == (256, 4)
+  assert resumed.memory == memory.estimate((2048, 2048), tile=256, lbfgs_memory=4,
+                                           limit=100 * GB, **_plan())
+  assert resumed.memory.total < m.total          # tiled, shorter history: less
+
+
 def test_tiled_run_equals_untiled_run(vgg_params, assets, monkeypatch):
   """End to end: the same image after a few L-BFGS steps, tiled or not."""
   kw = dict(params=vgg_params, sizes=(200,), steps=(4,), content_layers=('relu3_1',),
             style_layers=('relu1_1', 'relu2_1', 'relu3_1'))
   untiled = nst_jax.stylize(assets['chelsea.png'], assets['starry_night.jpg'], tile=0, **kw)
   used = []
-  real = tiling.total_loss
+  real = tiling.sums
   def spy(*args, **kwargs):
-    used.append(args[4])                       # the tile the engine evaluates with
+    used.append(args[3].rows.tile)              # the tile the engine evaluates with
     return real(*args, **kwargs)
-  monkeypatch.setattr(tiling, 'total_loss', spy)
+  monkeypatch.setattr(tiling, "sums", spy)
   tiled = nst_jax.stylize(assets['chelsea.png'], assets['starry_night.jpg'], tile=96, **kw)
   assert used and set(used) == {96}
   assert tiling.make_tiling(untiled.shape[:2], 96, ('relu3_1',)).count > 1

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax import color, image_io, masks, objective, tiling, vgg
+from nst_jax import color, image_io, mask_io, objective, tiling, vgg
 
 HW = (384, 376)                       # not a multiple of the 16-px pooling grid
 # Guidance and luminance do not depend on depth: up to relu3_1 (halo 24 px,
@@ -63,7 +63,7 @@ def test_tiled_value_and_gradient_equal_untiled(vgg_params, pooling, tile):
 def test_tiled_guided_loss_equals_untiled(vgg_params, statistic):
   content, style = _images()
   guided, _ = objective.make_guided_targets(
-      vgg_params, masks.halves(HW), [style], [masks.halves(style.shape[:2])], (0, 0),
+      vgg_params, mask_io.halves(HW), [style], [mask_io.halves(style.shape[:2])], (0, 0),
       (0.5, 0.5), statistic=statistic, tile=112, style_layers=SHALLOW['style_layers'])
   t = objective.make_targets(vgg_params, content, [style], guided=guided,
                              statistic=statistic, global_weight=0.3, **SHALLOW)
@@ -108,7 +108,7 @@ def test_tiled_targets_equal_untiled(vgg_params):
   fb = objective.features(vgg_params, content, ['relu4_2', 'relu1_1'], tile=96)
   for l in fa:
     np.testing.assert_allclose(fb[l], fa[l], rtol=0, atol=1e-6 * float(jnp.max(fa[l])))
-  m = masks.disc(style.shape[:2])
+  m = mask_io.disc(style.shape[:2])
   sa = objective.guided_style_side(vgg_params, [style], [m], (0, 0), layers, mode='inside')
   sb = objective.guided_style_side(vgg_params, [style], [m], (0, 0), layers, mode='inside',
                                    tile=96)

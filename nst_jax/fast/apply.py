@@ -35,7 +35,7 @@ from flax import nnx
 
 from nst_jax import color
 from nst_jax import image_io
-from nst_jax import masks as masks_lib
+from nst_jax import mask_io
 from nst_jax import plan as plan_lib
 from nst_jax import workdir as workdir_lib
 from nst_jax.config import DEMO_MODEL, asset
@@ -124,7 +124,7 @@ def guidance_for(model: FastModel, guidance, hw) -> np.ndarray | None:
   if guidance is None or (isinstance(guidance, str) and not guidance):
     guidance = model.meta.get('guidance') or ''
   if isinstance(guidance, (str, os.PathLike)):
-    g = masks_lib.load_guidance(str(guidance), hw)
+    g = mask_io.load_guidance(str(guidance), hw)
   else:
     g = np.asarray(guidance, np.float32)
     if g.ndim == 2:
@@ -176,7 +176,7 @@ def run(spec, config, workdir: str, quiet: bool = False):
   for source, out_path in jobs:
     t = time.perf_counter()
     image = image_io.read_image(source, 'content image', spec.max_input_pixels)
-    g = masks_lib.for_image(form, source if isinstance(source, str) else None) \
+    g = mask_io.for_image(form, source if isinstance(source, str) else None) \
         if form else None
     out = stylize(model, image, g)
     if workdir_lib.writer():

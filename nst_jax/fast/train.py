@@ -59,8 +59,9 @@ from PIL import Image
 from nst_jax import checkpoint
 from nst_jax import color
 from nst_jax import image_io
+from nst_jax import inputs
 from nst_jax import losses
-from nst_jax import masks as masks_lib
+from nst_jax import mask_io
 from nst_jax import objective
 from nst_jax import optim
 from nst_jax import plan as plan_lib
@@ -264,8 +265,8 @@ def training_targets(spec, styles, params):
       layer_styles=loss.layer_styles, global_weight=loss.global_style_weight)
   guided, mask = {}, None
   if g is not None:
-    mask = masks_lib.load_guidance(g.content, (size, size), spec.max_input_pixels)
-    style_masks = plan_lib.style_guidance_masks(g, styles, spec.max_input_pixels)
+    mask = mask_io.load_guidance(g.content, (size, size), spec.max_input_pixels)
+    style_masks = inputs.style_guidance_masks(g, styles, spec.max_input_pixels)
     side = objective.guided_style_side(
         params, styles, style_masks, g.region_styles, loss.style_layer_weights,
         mode=g.mode, extra=g.extra, statistic=loss.statistic, pooling=loss.pooling)

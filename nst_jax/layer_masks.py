@@ -1,4 +1,4 @@
-"""Spatial control (Gatys et al. 2017, sec. 4): guidance channels per layer.
+"""Spatial control (Gatys et al. 2017, sec. 4): guidance masks on VGG's layers (pure JAX).
 
 A guidance is a stack of R region masks ``[H, W, R]`` in [0, 1] (soft masks
 allowed) at image resolution. :func:`layer_guidance` maps it onto each VGG
@@ -16,15 +16,16 @@ Zero padding at the image border is not a region of its own: border neurons
 are judged on their in-image inputs only. ``extra`` erodes (k < 0) or dilates
 (k > 0) every layer's channel by |k| further grid cells.
 
-Masks come from :mod:`nst_jax.masks` (files, label maps, procedural shapes);
-this module is pure JAX. Each layer's channel is then scaled so that mean(T²) = 1 over the layer, as
+Masks come from :mod:`nst_jax.mask_io` (files, label maps, procedural shapes,
+on the host, numpy); this module is pure JAX, and the guided statistics
+that use its channels are in :mod:`nst_jax.losses`. Each layer's channel is then scaled so that mean(T²) = 1 over the layer, as
 in the paper's reference code: regions of any size then contribute on the
 same scale, and with an all-ones mask the guided Gram is the plain Gram.
 A region empty at a layer gets T = 0 and is reported by :func:`empty_regions`;
 the losses skip it rather than divide by zero.
 
 Example:
-  >>> masks = nst_jax.masks.halves((64, 96), 'x')   # left / right, [64, 96, 2]
+  >>> masks = nst_jax.mask_io.halves((64, 96), 'x')   # left / right, [64, 96, 2]
   >>> t = layer_guidance(masks, ['relu1_1', 'relu3_1'], 'inside')
   >>> t['relu3_1'].shape
   (16, 24, 2)
@@ -40,7 +41,6 @@ from jax import lax
 
 from nst_jax import vgg
 from nst_jax.errors import NSTError
-from nst_jax.vgg import float32_precision
 
 MODES = ('simple', 'inside', 'all')
 
@@ -96,19 +96,3 @@ def empty_regions(guidance: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
   Stays on the device (no host sync), so it can be used inside ``jit``.
   """
   return {name: jnp.sum(t * t, axis=(-3, -2)) <= 0 for name, t in guidance.items()}
-
-
-def guided_gram(features: jax.Array, guidance: jax.Array) -> jax.Array:
-  """Gʳ = (Tʳ∘F)ᵀ(Tʳ∘F) / (h·w) for every region: ``[h,w,C] x [h,w,R] -> [R,C,C]``."""
-  f = features.astype(jnp.float32)
-  m = f.shape[0] * f.shape[1]
-  tf = guidance[..., :, None] * f[..., None, :]              # [h, w, R, C]
-  return jnp.einsum('hwrc,hwrd->rcd', tf, tf,
-                    precision=float32_precision()) / m
-
-
-def guided_mean(features: jax.Array, guidance: jax.Array) -> jax.Array:
-  """Per-region mean of Tʳ∘F: ``[h,w,C] x [h,w,R] -> [R, C]``."""
-  f = features.astype(jnp.float32)
-  return jnp.einsum('hwr,hwc->rc', guidance, f,
-                    precision=float32_precision()) / (f.shape[0] * f.shape[1])

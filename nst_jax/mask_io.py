@@ -1,8 +1,8 @@
-"""Guidance masks for spatial control: from files, label maps or shapes.
+"""Guidance masks for spatial control, on the host: from files, label maps or shapes.
 
 A guidance is a stack of R region masks ``[H, W, R]`` in [0, 1] (float32,
 numpy) for one image. :func:`load_guidance` reads the forms a config accepts;
-:mod:`nst_jax.guidance` maps masks onto VGG's layers (pure JAX).
+:mod:`nst_jax.layer_masks` maps masks onto VGG's layers (pure JAX).
 
 Example:
   >>> m = load_guidance('halves_x', (64, 96))        # [64, 96, 2]
@@ -20,7 +20,8 @@ import numpy as np
 from nst_jax import image_io
 from nst_jax.errors import NSTError
 
-def halves(hw, axis: str = 'x', soft: int = 0) -> np.ndarray:
+
+def halves(hw, axis: str = 'x') -> np.ndarray:
   """Two regions: left/right (``'x'``) or top/bottom (``'y'``)."""
   h, w = hw
   coord = (np.arange(w) + 0.5) / w if axis == 'x' else (np.arange(h) + 0.5) / h

@@ -1,0 +1,204 @@
+"""What a :class:`~nst_jax.plan.Plan` needs at run time: decoded inputs,
+colour control, masks, VGG targets, start images, output images.
+
+The plan (:mod:`nst_jax.plan`) is pure data decided before anything is
+decoded; this module materialises it for the engine, one phase and one stage
+at a time, so that only the images a phase needs are in memory:
+
+* per phase, :func:`prepare` (host, numpy): decodes the contents and the
+  styles' files, applies colour control (histogram matching, luminance) and
+  loads the guidance masks;
+* per stage, :func:`stage_targets` (device: runs VGG19 on the content and
+  style images, tiled when the stage is) and :func:`stage_start` (the init,
+  or the previous stage's images resized);
+* at the phase's end, :func:`finish` (luminance recombination).
+
+Each is a function of its arguments; the files it reads are named by the plan.
+
+Example:
+  >>> prepared = prepare(phase, style_images(phase, [], spec.max_input_pixels),
+  ...                    spec.max_input_pixels)
+  >>> targets, skipped = stage_targets(phase, prepared, 0, params)
+  >>> start = stage_start(phase, prepared, 0, None, seed=0)      # [B, h, w, C]
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nst_jax import color
+from nst_jax import config as config_lib
+from nst_jax import image_io
+from nst_jax import mask_io
+from nst_jax import objective
+from nst_jax.plan import MIXED_STYLE, Phase, Source
+
+
+class Prepared(NamedTuple):
+  """A phase's images at full resolution, after colour control."""
+  originals: list                  # per image, its RGB content (for finish)
+  contents: list                   # per image, the content the loss sees
+  styles: list                     # per image, its list of style images
+  content_masks: list | None       # per image, [H, W, R] guidance
+  style_masks: list | None         # per style, [H_s, W_s, R] guidance
+  init_image: np.ndarray | None    # a decoded init file
+
+
+def load(source: Source, max_pixels: int) -> np.ndarray:
+  """The decoded image of ``source`` (an array source as it is)."""
+  if isinstance(source.image, str):
+    return image_io.load_image(source.image, max_pixels)
+  return source.image
+
+
+def style_images(phase: Phase, outputs: list, max_pixels: int) -> list:
+  """A phase's decoded styles; ``MIXED_STYLE`` is the scale mix phase's output
+  (``outputs``: the earlier phases' output images)."""
+  return [outputs[0][0] if s == MIXED_STYLE else load(s, max_pixels)
+          for s in phase.styles]
+
+
+def _grey(y):
+  return np.repeat(np.asarray(y, np.float32), 3, axis=-1)
+
+
+def style_guidance_masks(g: config_lib.GuidanceSpec, style_images: list,
+                         max_pixels: int) -> list[np.ndarray]:
+  """Per style image, its ``[H_s, W_s, R]`` masks (``whole``: ones for every region)."""
+  out = []
+  for form, s in zip(g.styles, style_images):
+    m = mask_io.load_guidance(form, s.shape[:2], max_pixels)
+    out.append(np.repeat(m, g.regions, axis=-1) if m.shape[-1] == 1 else m)
+  return out
+
+
+def prepare(phase: Phase, style_images: list, max_pixels: int) -> Prepared:
+  """Decodes a phase's contents and applies colour control to its styles.
+
+  ``style_images``: the decoded styles (the scale mix output for
+  ``MIXED_STYLE``). With ``histogram`` every image gets its own
+  colour-matched styles; otherwise all images share the same list.
+  """
+  originals = [load(c, max_pixels) for c in phase.contents]
+  contents, styles = list(originals), [list(style_images)] * len(originals)
+  if phase.color == 'histogram':
+    styles = [[np.clip(color.match_histogram(s, c, phase.histogram_mode), 0, 1)
+               for s in style_images] for c in originals]
+  elif phase.color == 'content_to_style':
+    contents = [np.clip(color.match_histogram(c, style_images[0], phase.histogram_mode),
+                        0, 1) for c in originals]
+  elif phase.color == 'luminance':
+    ys = [color.luminance(c) for c in originals]
+    contents = [_grey(y) for y in ys]
+    styles = [[_grey(color.match_luminance(color.luminance(s), y)) for s in style_images]
+              for y in ys]
+  content_masks = style_masks = None
+  g = phase.guidance
+  if g is not None:
+    content_masks = [mask_io.load_guidance(mask_io.for_image(g.content, c.image if
+                                                                 isinstance(c.image, str)
+                                                                 else c.name),
+                                             c.hw, max_pixels)
+                     for c in phase.contents]
+    style_masks = style_guidance_masks(g, style_images, max_pixels)
+  init_image = None
+  if phase.init not in ('content', 'noise', 'style'):
+    init_image = image_io.load_image(phase.init, max_pixels)
+  return Prepared(originals, contents, styles, content_masks, style_masks, init_image)
+
+
+# ---------------------------------------------------------------------------
+# Per stage: targets and start (device arrays).
+# ---------------------------------------------------------------------------
+
+
+def _resize_styles(styles, side):
+  return [image_io.resize(s, image_io.fit_long_side(s.shape[:2], side)) for s in styles]
+
+
+def _stack(trees):
+  return jax.tree.map(lambda *x: jnp.stack(x), *trees)
+
+
+def stage_targets(phase: Phase, prepared: Prepared, k: int, params):
+  """Batched :class:`objective.Targets` of stage ``k`` (leading axis = image).
+
+  Also returns ``{layer: bool [B, R]}`` of guidance regions skipped as empty.
+  Style statistics are computed once per distinct list of style images.
+  """
+  stage = phase.stages[k]
+  loss, g = phase.loss, phase.guidance
+  per_image, skipped = [], []
+  cache = {}
+  for i, content in enumerate(prepared.contents):
+    styles = prepared.styles[i]
+    key = id(styles)
+    if key not in cache:
+      resized = _resize_styles(styles, stage.style_side)
+      style_t = objective.style_targets(
+          params, resized, loss.style_layer_weights, style_blend=loss.style_blend,
+          normalization=loss.normalization, pooling=loss.pooling,
+          layer_styles=loss.layer_styles,
+          global_weight=loss.global_style_weight, tile=stage.tile)
+      side = None
+      if g is not None:
+        sm = [image_io.resize(m, s.shape[:2]) for m, s in zip(prepared.style_masks, resized)]
+        side = objective.guided_style_side(
+            params, resized, sm, g.region_styles, loss.style_layer_weights,
+            mode=g.mode, extra=g.extra, statistic=loss.statistic, pooling=loss.pooling,
+            tile=stage.tile)
+      cache[key] = (style_t, side)
+    style_t, side = cache[key]
+    guided, empty = {}, {}
+    if g is not None:
+      guided, empty = objective.guided_targets(
+          side, image_io.resize(prepared.content_masks[i], stage.hw), g.region_weights,
+          loss.style_layer_weights, mode=g.mode, extra=g.extra,
+          normalization=loss.normalization)
+    per_image.append(objective.Targets(
+        content=objective.content_targets(
+            params, image_io.resize(content, stage.hw), loss.content_layer_weights,
+            normalization=loss.normalization, pooling=loss.pooling, tile=stage.tile),
+        style=style_t, guided=guided, pooling=loss.pooling, statistic=loss.statistic))
+    skipped.append(empty)
+  return _stack(per_image), _stack(skipped) if skipped[0] else {}
+
+
+def stage_start(phase: Phase, prepared: Prepared, k: int, previous, seed: int):
+  """The ``[B, h, w, C]`` start of stage ``k``: the init at stage 0, else the
+  previous stage's images (``previous``, ``[B, h', w', 3]``) resized."""
+  hw = phase.stages[k].hw
+  if previous is not None:
+    start = jax.vmap(lambda x: image_io.resize(x, hw))(jnp.asarray(previous))
+  elif phase.init == 'noise':
+    # The same noise for every image: each result equals the image run alone.
+    noise = jax.random.uniform(jax.random.fold_in(jax.random.PRNGKey(seed), k),
+                               tuple(hw) + (3,), jnp.float32)
+    start = jnp.stack([noise] * phase.batch)
+  elif phase.init == 'content':
+    start = jnp.stack([image_io.resize(c, hw) for c in prepared.contents])
+  elif phase.init == 'style':
+    start = jnp.stack([image_io.resize(
+        _resize_styles(s[:1], phase.stages[k].style_side)[0], hw)
+        for s in prepared.styles])
+  else:
+    start = jnp.stack([image_io.resize(prepared.init_image, hw)] * phase.batch)
+  return jnp.asarray(start, jnp.float32)[..., :phase.channels]
+
+
+def finish(phase: Phase, prepared: Prepared, images) -> list[np.ndarray]:
+  """The phase's output images (float32 RGB): luminance control recombines
+  the optimised (or stylised) luminance with each content's chroma."""
+  out = []
+  for original, image in zip(prepared.originals, images):
+    image = np.asarray(image, np.float32)
+    if phase.color in ('luminance', 'luminance_swap'):
+      content = np.asarray(image_io.resize(original, image.shape[:2]))
+      image = (color.combine_luminance(image[..., :1], content) if phase.color == 'luminance'
+               else color.swap_luminance(image, content))
+    out.append(image)
+  return out
