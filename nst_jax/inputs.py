@@ -147,7 +147,7 @@ def stage_targets(phase: Phase, prepared: Prepared, k: int, params):
       side = None
       if g is not None:
         sm = [image_io.resize(m, s.shape[:2]) for m, s in zip(prepared.style_masks, resized)]
-        side = objective.guided_style_side(
+        side = objective.guided_style_stats(
             params, resized, sm, g.region_styles, loss.style_layer_weights,
             mode=g.mode, extra=g.extra, statistic=loss.statistic, pooling=loss.pooling,
             tile=stage.tile)

@@ -197,7 +197,7 @@ def make_targets(params, content_image, style_images: Sequence, *,
 
 
 class GuidedStyle(NamedTuple):
-  """The style side of guided targets at one layer (shared by content images)."""
+  """The style images' guided statistics at one layer (shared by content images)."""
   value: jax.Array      # [R, C, C] guided Grams (or [R, C] means) of region r's style
   empty: jax.Array      # bool [R]: region r's style mask is empty at this layer
 
@@ -208,7 +208,7 @@ def _guided_stats(params, image, guidance: dict, statistic, pooling, tile) -> di
                 pooling, tile)['guided']
 
 
-def guided_style_side(params, style_images, style_guidances, region_styles,
+def guided_style_stats(params, style_images, style_guidances, region_styles,
                       style_layers, *, mode='simple', extra=0, statistic='gram',
                       pooling='max', tile: int = 0) -> dict[str, GuidedStyle]:
   """Per layer, region r's statistic on style ``region_styles[r]`` inside its mask r."""
@@ -226,10 +226,10 @@ def guided_style_side(params, style_images, style_guidances, region_styles,
           for name in layers}
 
 
-def guided_targets(style_side: Mapping[str, GuidedStyle], content_guidance,
+def guided_targets(style_stats: Mapping[str, GuidedStyle], content_guidance,
                    region_weights, style_layers, *, mode='simple', extra=0,
                    normalization='relative') -> tuple[dict, dict]:
-  """Guided targets for one content image from the shared style side.
+  """Guided targets for one content image from the styles' shared statistics.
 
   Returns:
     ``({layer: GuidedTarget}, {layer: bool [R]})``: the targets, and which
@@ -242,14 +242,14 @@ def guided_targets(style_side: Mapping[str, GuidedStyle], content_guidance,
   lam = jnp.asarray(region_weights, jnp.float32)
   out, skipped = {}, {}
   for name, w in weights.items():
-    side = style_side[name]
-    empty = side.empty | content_empty[name]
+    style = style_stats[name]
+    empty = style.empty | content_empty[name]
     if normalization == 'relative':
-      norm = jnp.sum((side.value * side.value).reshape(side.value.shape[0], -1), axis=1)
+      norm = jnp.sum((style.value * style.value).reshape(style.value.shape[0], -1), axis=1)
       scale = lam * w * losses.safe_inverse(norm)
     else:
-      scale = lam * w / (4.0 * side.value.shape[-1] ** 2)
-    out[name] = losses.GuidedTarget(side.value, jnp.where(empty, 0.0, scale),
+      scale = lam * w / (4.0 * style.value.shape[-1] ** 2)
+    out[name] = losses.GuidedTarget(style.value, jnp.where(empty, 0.0, scale),
                                     content_t[name])
     skipped[name] = empty
   return out, skipped
@@ -273,7 +273,7 @@ def make_guided_targets(params, content_guidance, style_images, style_guidances,
     ``({layer: GuidedTarget}, {layer: bool [R] skipped as empty})``; pass the
     first to :func:`make_targets` as ``guided=``.
   """
-  side = guided_style_side(params, style_images, style_guidances, region_styles,
+  side = guided_style_stats(params, style_images, style_guidances, region_styles,
                            style_layers, mode=mode, extra=extra, statistic=statistic,
                            pooling=pooling, tile=tile)
   return guided_targets(side, content_guidance, region_weights, style_layers,

@@ -109,8 +109,8 @@ def test_tiled_targets_equal_untiled(vgg_params):
   for l in fa:
     np.testing.assert_allclose(fb[l], fa[l], rtol=0, atol=1e-6 * float(jnp.max(fa[l])))
   m = mask_io.disc(style.shape[:2])
-  sa = objective.guided_style_side(vgg_params, [style], [m], (0, 0), layers, mode='inside')
-  sb = objective.guided_style_side(vgg_params, [style], [m], (0, 0), layers, mode='inside',
+  sa = objective.guided_style_stats(vgg_params, [style], [m], (0, 0), layers, mode='inside')
+  sb = objective.guided_style_stats(vgg_params, [style], [m], (0, 0), layers, mode='inside',
                                    tile=96)
   for l in layers:
     scale = float(jnp.max(jnp.abs(sa[l].value)))

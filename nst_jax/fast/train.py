@@ -267,7 +267,7 @@ def training_targets(spec, styles, params):
   if g is not None:
     mask = mask_io.load_guidance(g.content, (size, size), spec.max_input_pixels)
     style_masks = inputs.style_guidance_masks(g, styles, spec.max_input_pixels)
-    side = objective.guided_style_side(
+    side = objective.guided_style_stats(
         params, styles, style_masks, g.region_styles, loss.style_layer_weights,
         mode=g.mode, extra=g.extra, statistic=loss.statistic, pooling=loss.pooling)
     guided, skipped = objective.guided_targets(
