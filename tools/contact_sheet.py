@@ -51,11 +51,11 @@ def contact_sheet(items, cols: int = 4, height: int = 200, pad: int = 8,
 
 
 def _load(spec: str) -> np.ndarray:
-  from nst_jax import image_io, masks
+  from nst_jax import image_io, mask_io
   if spec.startswith('mask:'):
     mask_spec, _, like = spec[5:].partition('@')
     hw = image_io.load_image(like).shape[:2] if like else (200, 300)
-    return mask_picture(masks.load_guidance(mask_spec, hw))
+    return mask_picture(mask_io.load_guidance(mask_spec, hw))
   return image_io.load_image(spec)
 
 
