@@ -206,8 +206,9 @@ def _pass2(params, image, wanted: losses.Wanted, cotangent, tiling: Tiling, pool
     def linear(w):
       feats = vgg.vgg_features(params, w, layers, pooling, **vgg_options)
       part = losses.position_sums(feats, wanted, own, corner)
-      total = sum(jnp.vdot(cotangent[k][n], v) for k in ('content', 'grams', 'guided')
-                  for n, v in part[k].items())
+      sums = {k: v for k, v in part.items() if k != 'maps'}      # whatever statistics
+      total = sum(jnp.vdot(c, v) for c, v in zip(
+          jax.tree.leaves({k: cotangent[k] for k in sums}), jax.tree.leaves(sums)))
       for n, v in part['maps'].items():
         total = total + jnp.vdot(lax.dynamic_slice(
             cotangent['maps'][n], (*corner[n], 0), v.shape), v)
