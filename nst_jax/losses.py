@@ -50,12 +50,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from nst_jax import linalg
 from nst_jax import vgg
 from nst_jax.errors import NSTError
 from nst_jax.vgg import float32_precision
 
 NORMALIZATIONS = ('relative', 'gatys')
-STATISTICS = ('gram', 'mean')     # what guided targets compare
+STYLE_STATISTICS = ('gram', 'w2')        # what style targets compare
+STATISTICS = ('gram', 'mean', 'w2')      # what guided targets compare
+W2_EPS = 1e-5       # Σ + ε I, ε = W2_EPS · tr(Σ_s) / N: keeps the square roots finite
+W2_ITERATIONS = 20  # Newton–Schulz iterations per evaluation (error in WORKSPACE.md)
 
 
 # ---------------------------------------------------------------------------
@@ -69,13 +73,18 @@ def _gram_sum(f: jax.Array) -> jax.Array:
   return jnp.einsum('...mc,...md->...cd', f, f, precision=float32_precision())
 
 
-def _guided_sum(f: jax.Array, t: jax.Array, statistic: str) -> jax.Array:
-  """Σ (Tʳ∘F)ᵀ(Tʳ∘F) ``[R, C, C]`` (or Σ Tʳ∘F ``[R, C]``) of ``[h,w,C]`` x ``[h,w,R]``."""
+def _guided_sum(f: jax.Array, t: jax.Array, statistic: str):
+  """Σ (Tʳ∘F)ᵀ(Tʳ∘F) ``[R, C, C]`` (``'gram'``), Σ Tʳ∘F ``[R, C]`` (``'mean'``),
+  or both moments of the distribution weighted by (Tʳ)²: (Σ (Tʳ∘F)ᵀ(Tʳ∘F),
+  Σ (Tʳ)² F) (``'w2'``), of ``[h,w,C]`` x ``[h,w,R]``."""
   f = f.astype(jnp.float32)
-  if statistic == 'gram':
-    tf = t[..., :, None] * f[..., None, :]                   # [h, w, R, C]
-    return jnp.einsum('hwrc,hwrd->rcd', tf, tf, precision=float32_precision())
-  return jnp.einsum('hwr,hwc->rc', t, f, precision=float32_precision())
+  if statistic == 'mean':
+    return jnp.einsum('hwr,hwc->rc', t, f, precision=float32_precision())
+  tf = t[..., :, None] * f[..., None, :]                     # [h, w, R, C]
+  second = jnp.einsum('hwrc,hwrd->rcd', tf, tf, precision=float32_precision())
+  if statistic == 'w2':
+    return second, jnp.einsum('hwr,hwc->rc', t * t, f, precision=float32_precision())
+  return second
 
 
 def gram(features: jax.Array) -> jax.Array:
@@ -106,29 +115,33 @@ class Wanted:
 
   Attributes:
     content: ``{layer: P}``: Σ (F − P)² (P the full layer map).
-    guided: ``{layer: T [h, w, R]}``: Σ (Tʳ∘F)ᵀ(Tʳ∘F) ``[R,C,C]`` (or Σ Tʳ∘F
-      ``[R,C]`` with ``statistic='mean'``); T the full layer map.
+    guided: ``{layer: T [h, w, R]}``: the guided sums of ``statistic``
+      (see :func:`_guided_sum`); T the full layer map.
     grams: static: layers whose Σ FᵀF is wanted.
     maps: static: layers whose feature maps themselves are wanted.
-    statistic: static: what ``guided`` sums, ``'gram'`` or ``'mean'``.
+    statistic: static: what ``guided`` sums, ``'gram'``, ``'mean'`` or ``'w2'``.
+    means: static: layers whose Σ F is wanted.
   """
   content: dict = dataclasses.field(default_factory=dict)
   guided: dict = dataclasses.field(default_factory=dict)
   grams: tuple = dataclasses.field(default=(), metadata=dict(static=True))
   maps: tuple = dataclasses.field(default=(), metadata=dict(static=True))
   statistic: str = dataclasses.field(default='gram', metadata=dict(static=True))
+  means: tuple = dataclasses.field(default=(), metadata=dict(static=True))
 
   @property
   def layers(self) -> tuple[str, ...]:
     """Every layer the sums need, in first-use order."""
-    return tuple(dict.fromkeys((*self.content, *self.grams, *self.guided, *self.maps)))
+    return tuple(dict.fromkeys((*self.content, *self.grams, *self.guided, *self.maps,
+                                *self.means)))
 
   @classmethod
   def of(cls, targets) -> 'Wanted':
     """What the loss against ``targets`` (:class:`nst_jax.Targets`) needs."""
     return cls({k: t.value for k, t in targets.content.items()},
                {k: t.guidance for k, t in targets.guided.items()},
-               tuple(targets.style), (), targets.statistic)
+               tuple(targets.style), (), targets.statistic,
+               tuple(k for k, t in targets.style.items() if isinstance(t.value, W2Target)))
 
 
 def _part(full, corner, hw):
@@ -156,7 +169,7 @@ def position_sums(feats: Mapping[str, jax.Array], wanted: Wanted, own=None,
   def at(name):
     return None if corner is None else corner[name]
 
-  out = {'content': {}, 'grams': {}, 'guided': {}, 'maps': {}}
+  out = {'content': {}, 'grams': {}, 'guided': {}, 'maps': {}, 'means': {}}
   for name, p in wanted.content.items():
     f = feats[name].astype(jnp.float32)
     d = f - _part(p, at(name), f.shape[:2])
@@ -170,6 +183,8 @@ def position_sums(feats: Mapping[str, jax.Array], wanted: Wanted, own=None,
     out['guided'][name] = _guided_sum(feats[name], t, wanted.statistic)
   for name in wanted.maps:
     out['maps'][name] = owned(name)
+  for name in wanted.means:
+    out['means'][name] = jnp.sum(owned(name), axis=(0, 1))
   return out
 
 
@@ -186,12 +201,94 @@ def loss_from_sums(sums: dict, targets, positions: Mapping[str, int]) -> dict:
     content = content + t.scale * sums['content'][name]
   style = jnp.zeros((), jnp.float32)
   for name, t in targets.style.items():
-    d = sums['grams'][name] / positions[name] - t.value
-    style = style + t.scale * jnp.sum(d * d)
+    m = positions[name]
+    if isinstance(t.value, W2Target):
+      d = w2_distance(sums['means'][name] / m, sums['grams'][name] / m, t.value)
+    else:
+      d = sums['grams'][name] / m - t.value
+      d = jnp.sum(d * d)
+    style = style + t.scale * d
   for name, t in targets.guided.items():
-    d = sums['guided'][name] / positions[name] - t.value
-    style = style + jnp.sum(t.scale * jnp.sum(d.reshape(d.shape[0], -1) ** 2, axis=1))
+    m = positions[name]
+    if isinstance(t.value, W2Target):
+      second, first = sums['guided'][name]
+      per_region = w2_distance(first / m, second / m, t.value)
+    else:
+      d = sums['guided'][name] / m - t.value
+      per_region = jnp.sum(d.reshape(d.shape[0], -1) ** 2, axis=1)
+    style = style + jnp.sum(t.scale * per_region)
   return {'content': content, 'style': style}
+
+
+# ---------------------------------------------------------------------------
+# The Wasserstein-2 statistic.
+# ---------------------------------------------------------------------------
+
+
+class W2Target(NamedTuple):
+  """A style layer's feature distribution as a Gaussian (μ_s, Σ_s + εI);
+  every field has a leading ``[R]`` axis for guided regions."""
+  mean: jax.Array        # μ_s [C]
+  cov_sqrt: jax.Array    # (Σ_s + εI)^½ [C, C]
+  cov_trace: jax.Array   # tr(Σ_s + εI)
+  eps: jax.Array         # ε, added to the optimised image's Σ too
+
+
+def _sym(a):
+  return 0.5 * (a + jnp.swapaxes(a, -1, -2))
+
+
+def _covariance(mean, second):
+  """Σ = S − μμᵀ from the first and second moments (``[..., C]``, ``[..., C, C]``)."""
+  return _sym(second - mean[..., :, None] * mean[..., None, :])
+
+
+def w2_target(mean: jax.Array, second: jax.Array) -> W2Target:
+  """The target of a style layer from its moments μ_s = ΣF/M and S_s = ΣFᵀF/M.
+
+  Σ_s^½ is computed once here (``eigh``; not differentiated); the loss's own
+  square root, of a matrix that changes every step, is Newton–Schulz.
+  """
+  cov = _covariance(mean, second)
+  n = cov.shape[-1]
+  eps = W2_EPS * jnp.trace(cov, axis1=-2, axis2=-1) / n
+  cov = cov + eps[..., None, None] * jnp.eye(n, dtype=cov.dtype)
+  w, v = jnp.linalg.eigh(cov)
+  root = jnp.einsum('...ij,...j,...kj->...ik', v, jnp.sqrt(jnp.maximum(w, 0.0)), v,
+                    precision=float32_precision())
+  return W2Target(mean, _sym(root), jnp.trace(cov, axis1=-2, axis2=-1), eps)
+
+
+def w2_distance(mean: jax.Array, second: jax.Array, target: W2Target,
+                iterations: int = W2_ITERATIONS) -> jax.Array:
+  """Squared 2-Wasserstein distance between N(μ, Σ + εI) and the target's
+  Gaussian: ‖μ − μ_s‖² + tr(Σ + εI) + tr(Σ_s + εI) − 2 tr((Σ_s^½ (Σ + εI) Σ_s^½)^½),
+  with Σ = S − μμᵀ from the moments μ, S (leading axes: regions)."""
+  n = mean.shape[-1]
+  cov = _covariance(mean, second) + target.eps[..., None, None] * jnp.eye(n, dtype=mean.dtype)
+  r = target.cov_sqrt
+  prec = float32_precision()
+  m = _sym(jnp.matmul(jnp.matmul(r, cov, precision=prec), r, precision=prec))
+  dm = mean - target.mean
+  return (jnp.sum(dm * dm, axis=-1) + jnp.trace(cov, axis1=-2, axis2=-1)
+          + target.cov_trace - 2.0 * linalg.trace_sqrt(m, iterations))
+
+
+def relative_scale(value) -> jax.Array:
+  """``'relative'`` normalisation of one style statistic: 1/Σ A² for a Gram
+  (or a guided mean), 1/(‖μ_s‖² + tr Σ_s) = 1/W2²(target, δ₀) for a
+  :class:`W2Target`: either way the term starts at O(1)."""
+  if isinstance(value, W2Target):
+    return safe_inverse(jnp.sum(value.mean * value.mean) + value.cov_trace)
+  return safe_inverse(jnp.sum(value * value))
+
+
+def gatys_scale(value) -> float:
+  """``'gatys'`` normalisation: 1/(4 N²) for a Gram (eq. 4), 1/N for W2 (a
+  sum over N dimensions)."""
+  if isinstance(value, W2Target):
+    return 1.0 / value.mean.shape[-1]
+  return 1.0 / (4.0 * value.shape[-1] ** 2)
 
 
 # ---------------------------------------------------------------------------
@@ -241,7 +338,9 @@ def content_targets(features: Mapping[str, jax.Array],
 def style_targets(grams_per_style: list[Mapping[str, jax.Array]],
                   blend: list[float] | jax.Array,
                   layer_weights: Mapping[str, float],
-                  normalization: str = 'relative') -> dict[str, Target]:
+                  normalization: str = 'relative',
+                  means_per_style: list[Mapping[str, jax.Array]] | None = None
+                  ) -> dict[str, Target]:
   """Blended style targets A_l = Σ_s b_s A_l,s with scales w_l·s_s,l.
 
   Args:
@@ -249,15 +348,19 @@ def style_targets(grams_per_style: list[Mapping[str, jax.Array]],
     blend: blend weights b_s, already normalised to sum to 1.
     layer_weights: w_l per style layer, already normalised to sum to 1.
     normalization: ``'relative'`` or ``'gatys'`` (see module docstring).
+    means_per_style: one ``{layer: mean feature}`` per style image: the
+      targets are then :class:`W2Target` Gaussians of the blended moments
+      (μ = Σ b_s μ_s, S = Σ b_s S_s: the blend of the styles' distributions,
+      not of their covariances).
   """
   _check_normalization(normalization)
   out = {}
   for name, weight in layer_weights.items():
     a = sum(b * g[name] for b, g in zip(blend, grams_per_style))
-    if normalization == 'relative':
-      s = safe_inverse(jnp.sum(a * a))
-    else:
-      s = jnp.asarray(1.0 / (4.0 * a.shape[-1] ** 2), jnp.float32)
+    if means_per_style is not None:
+      a = w2_target(sum(b * m[name] for b, m in zip(blend, means_per_style)), a)
+    s = (relative_scale(a) if normalization == 'relative'
+         else jnp.asarray(gatys_scale(a), jnp.float32))
     out[name] = Target(a, weight * s)
   return out
 

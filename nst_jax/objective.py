@@ -67,6 +67,11 @@ class LossWeights(NamedTuple):
   tv: float | jax.Array
 
 
+def _check_choice(what: str, value: str, choices) -> None:
+  if value not in choices:
+    raise NSTError(f'unknown {what} {value!r}; use one of {choices}')
+
+
 def layer_weights(layers, what: str = 'layer') -> dict[str, float]:
   """``['relu1_1', ...]`` (equal) or ``{layer: weight}`` -> weights summing to 1."""
   if isinstance(layers, str):
@@ -104,8 +109,10 @@ def _means(params, image, wanted, pooling, tile) -> dict:
   """Sums of one image divided by M_l: Grams, guided statistics; and maps."""
   image = jnp.asarray(image, jnp.float32)
   s = _measure(params, image, wanted, pooling, tile)
-  per = lambda d: {k: v / losses.layer_positions(image.shape[:2], k) for k, v in d.items()}
-  return {'grams': per(s['grams']), 'guided': per(s['guided']), 'maps': s['maps']}
+  per = lambda d: {k: jax.tree.map(lambda v: v / losses.layer_positions(image.shape[:2], k),
+                                   v) for k, v in d.items()}
+  return {'grams': per(s['grams']), 'guided': per(s['guided']), 'means': per(s['means']),
+          'maps': s['maps']}
 
 
 def features(params, image, layers, pooling: str = 'max', tile: int = 0) -> dict:
@@ -123,6 +130,15 @@ def style_grams(params, style_image, layers, pooling: str = 'max', tile: int = 0
                 tile)['grams']
 
 
+def style_moments(params, style_image, layers, pooling: str = 'max',
+                  tile: int = 0) -> tuple[dict, dict]:
+  """(``{layer: ΣF/M}``, ``{layer: ΣFᵀF/M}``): the mean and second moment
+  of one style image's features (for :class:`~nst_jax.losses.W2Target`)."""
+  layers = tuple(layers)
+  m = _means(params, style_image, losses.Wanted(grams=layers, means=layers), pooling, tile)
+  return m['means'], m['grams']
+
+
 def content_targets(params, content_image, content_layers, *,
                     normalization: str = 'relative', pooling: str = 'max',
                     tile: int = 0) -> dict:
@@ -137,25 +153,32 @@ def content_targets(params, content_image, content_layers, *,
 def style_targets(params, style_images: Sequence, style_layers, *, style_blend=None,
                   normalization: str = 'relative', pooling: str = 'max',
                   layer_styles: Mapping[str, int] | None = None,
-                  global_weight: float = 1.0, tile: int = 0) -> dict:
-  """Blended Gram targets of the style images; ``{}`` when ``global_weight`` is 0.
+                  global_weight: float = 1.0, tile: int = 0,
+                  style_statistic: str = 'gram') -> dict:
+  """Blended style targets of the style images; ``{}`` when ``global_weight`` is 0.
 
   Args:
     layer_styles: optional ``{layer: style index}``: that layer's target is
-      that style's Gram alone instead of the blend (scale control's naive
-      variant: one style's fine scale, another's coarse scale).
+      that style's statistic alone instead of the blend (scale control's
+      naive variant: one style's fine scale, another's coarse scale).
     global_weight: a factor on every scale (λ_global in guided runs).
+    style_statistic: ``'gram'`` (Gatys et al.) or ``'w2'`` (the Gaussian of
+      the features, compared by the 2-Wasserstein distance; see
+      :func:`nst_jax.losses.w2_distance`).
   """
+  _check_choice('style statistic', style_statistic, losses.STYLE_STATISTICS)
   if global_weight <= 0:
     return {}
   weights = layer_weights(style_layers, 'style layer')
   blend = (tuple(1.0 / len(style_images) for _ in style_images) if style_blend is None
            else tuple(style_blend))
-  grams = [style_grams(params, s, tuple(weights), pooling, tile) for s in style_images]
+  moments = [style_moments(params, s, tuple(weights), pooling, tile) for s in style_images]
+  means, grams = [m for m, _ in moments], [g for _, g in moments]
   if layer_styles:
-    grams = [{l: grams[layer_styles.get(l, 0)][l] for l in weights}]
-    blend = (1.0,)
-  style = losses.style_targets(grams, blend, weights, normalization)
+    pick = lambda per_style: [{l: per_style[layer_styles.get(l, 0)][l] for l in weights}]
+    means, grams, blend = pick(means), pick(grams), (1.0,)
+  style = losses.style_targets(grams, blend, weights, normalization,
+                               means if style_statistic == 'w2' else None)
   return {k: losses.Target(t.value, t.scale * global_weight) for k, t in style.items()}
 
 
@@ -164,8 +187,9 @@ def make_targets(params, content_image, style_images: Sequence, *,
                  style_blend=None, normalization: str = 'relative',
                  pooling: str = 'max', layer_styles=None,
                  global_weight: float = 1.0, guided: dict | None = None,
-                 statistic: str = 'gram', tile: int = 0) -> Targets:
-  """Content features and blended style Grams of one image, with their scales.
+                 statistic: str = 'gram', tile: int = 0,
+                 style_statistic: str = 'gram') -> Targets:
+  """Content features and blended style statistics of one image, with their scales.
 
   Args:
     params: from :func:`nst_jax.load_vgg19`.
@@ -180,32 +204,38 @@ def make_targets(params, content_image, style_images: Sequence, *,
     layer_styles: ``{layer: style index}`` (see :func:`style_targets`).
     global_weight: λ_global, the weight of the unguided style targets.
     guided: ``{layer: GuidedTarget}`` from :func:`make_guided_targets`.
-    statistic: what ``guided`` compares, ``'gram'`` or ``'mean'``.
+    statistic: what ``guided`` compares, ``'gram'``, ``'mean'`` or ``'w2'``
+      (as it was made with, see :func:`make_guided_targets`).
     tile: compute the features in tiles of this side (same targets; for
       images too big to run whole, see :mod:`nst_jax.tiling`).
+    style_statistic: what the style targets compare: ``'gram'`` (the
+      paper's) or ``'w2'`` (see :func:`style_targets`).
   """
-  if statistic not in STATISTICS:
-    raise NSTError(f'unknown guided statistic {statistic!r}; use one of {STATISTICS}')
+  _check_choice('guided statistic', statistic, STATISTICS)
   return Targets(
       content=content_targets(params, content_image, content_layers,
                               normalization=normalization, pooling=pooling, tile=tile),
       style=style_targets(params, style_images, style_layers, style_blend=style_blend,
                           normalization=normalization, pooling=pooling,
                           layer_styles=layer_styles, global_weight=global_weight,
-                          tile=tile),
+                          tile=tile, style_statistic=style_statistic),
       guided=guided or {}, pooling=pooling, statistic=statistic)
 
 
 class GuidedStyle(NamedTuple):
   """The style images' guided statistics at one layer (shared by content images)."""
-  value: jax.Array      # [R, C, C] guided Grams (or [R, C] means) of region r's style
+  value: jax.Array      # [R, C, C] guided Grams ([R, C] means, or a W2Target with
+  #                       a leading [R]) of region r's style
   empty: jax.Array      # bool [R]: region r's style mask is empty at this layer
 
 
 def _guided_stats(params, image, guidance: dict, statistic, pooling, tile) -> dict:
   """``{layer: [R, ...]}``: the guided statistic of every region of ``image``."""
-  return _means(params, image, losses.Wanted(guided=guidance, statistic=statistic),
-                pooling, tile)['guided']
+  stats = _means(params, image, losses.Wanted(guided=guidance, statistic=statistic),
+                 pooling, tile)['guided']
+  if statistic == 'w2':                # moments of the (Tʳ)²-weighted features
+    return {k: losses.w2_target(first, second) for k, (second, first) in stats.items()}
+  return stats
 
 
 def guided_style_stats(params, style_images, style_guidances, region_styles,
@@ -219,11 +249,11 @@ def guided_style_stats(params, style_images, style_guidances, region_styles,
     t = layer_masks.layer_guidance(style_guidances[s], layers, mode, extra)
     per_style[s] = (_guided_stats(params, style_images[s], t, statistic, pooling, tile),
                     layer_masks.empty_regions(t))
-  return {name: GuidedStyle(jnp.stack([per_style[s][0][name][r]
-                                       for r, s in enumerate(region_styles)]),
-                            jnp.stack([per_style[s][1][name][r]
-                                       for r, s in enumerate(region_styles)]))
-          for name in layers}
+  def regions(i, name):           # region r's value from its style's statistics
+    return jax.tree.map(lambda *v: jnp.stack(v), *[
+        jax.tree.map(lambda v: v[r], per_style[s][i][name])
+        for r, s in enumerate(region_styles)])
+  return {name: GuidedStyle(regions(0, name), regions(1, name)) for name in layers}
 
 
 def guided_targets(style_stats: Mapping[str, GuidedStyle], content_guidance,
@@ -245,10 +275,9 @@ def guided_targets(style_stats: Mapping[str, GuidedStyle], content_guidance,
     style = style_stats[name]
     empty = style.empty | content_empty[name]
     if normalization == 'relative':
-      norm = jnp.sum((style.value * style.value).reshape(style.value.shape[0], -1), axis=1)
-      scale = lam * w * losses.safe_inverse(norm)
+      scale = lam * w * jax.vmap(losses.relative_scale)(style.value)
     else:
-      scale = lam * w / (4.0 * style.value.shape[-1] ** 2)
+      scale = lam * w * losses.gatys_scale(jax.tree.map(lambda v: v[0], style.value))
     out[name] = losses.GuidedTarget(style.value, jnp.where(empty, 0.0, scale),
                                     content_t[name])
     skipped[name] = empty

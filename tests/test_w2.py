@@ -1,0 +1,132 @@
+"""The Wasserstein-2 style statistic: square roots, closed forms, tiling."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nst_jax
+from nst_jax import image_io, linalg, losses, mask_io, objective, tiling
+
+
+def _spd(rng, n, cond=100.0):
+  q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+  w = np.geomspace(1.0, 1.0 / cond, n)
+  return (q * w) @ q.T, q, w
+
+
+def test_sqrtm_matches_the_eigendecomposition(rng):
+  a, q, w = _spd(rng, 48, cond=1e3)
+  exact = (q * np.sqrt(w)) @ q.T
+  got = np.asarray(linalg.sqrtm(jnp.asarray(a, jnp.float32), 20))
+  # float32 products: 1e-5 of the largest root is the rounding floor here.
+  np.testing.assert_allclose(got, exact, atol=2e-5)
+  np.testing.assert_allclose(linalg.sqrtm(jnp.diag(jnp.array([4.0, 9.0])), 20),
+                             np.diag([2.0, 3.0]), atol=1e-6)
+  assert float(jnp.abs(linalg.sqrtm(jnp.zeros((3, 3)))).max()) == 0.0
+
+
+def test_trace_sqrt_gradient_is_the_closed_form_and_finite_differences(rng):
+  """d tr(A^½)/dA = ½ A^−½ for symmetric positive definite A; and a
+  directional finite difference of the function as computed."""
+  a, q, w = _spd(rng, 16, cond=10.0)
+  g = np.asarray(jax.grad(lambda x: linalg.trace_sqrt(x, 20))(jnp.asarray(a, jnp.float32)))
+  g = 0.5 * (g + g.T)                     # the symmetric part acts on symmetric A
+  np.testing.assert_allclose(g, 0.5 * (q / np.sqrt(w)) @ q.T, atol=1e-4)
+  d = rng.normal(size=a.shape)
+  d = (d + d.T) / np.linalg.norm(d + d.T)        # unit direction
+  # h: the O(h²) truncation (λ_min = 0.1) and float32 noise (~1e-6 / h) both
+  # stay below 1e-3 of the derivative.
+  h = 3e-3
+  f = lambda x: float(linalg.trace_sqrt(jnp.asarray(x, jnp.float32), 20))
+  fd = (f(a + h * d) - f(a - h * d)) / (2 * h)
+  assert abs(fd - float(np.sum(g * d))) <= 1e-3 * abs(fd) + 1e-4
+
+
+def _moments(f):
+  f = f.reshape(-1, f.shape[-1])
+  return jnp.mean(f, axis=0), f.T @ f / f.shape[0]
+
+
+def test_w2_of_a_gaussian_to_itself_is_zero(rng):
+  f = jnp.asarray(rng.gamma(1.0, size=(20, 20, 32)).astype(np.float32))
+  mu, s = _moments(f)
+  t = losses.w2_target(mu, s)
+  d = float(losses.w2_distance(mu, s, t))
+  # Relative to the scale of the distribution (its W2 from a point at 0).
+  assert abs(d) <= 1e-4 * float(jnp.sum(mu * mu) + t.cov_trace)
+
+
+def test_w2_against_the_closed_form_for_diagonal_covariances():
+  """Diagonal Σ₁, Σ₂: W2² = ‖μ₁ − μ₂‖² + Σ_i (√σ₁ᵢ − √σ₂ᵢ)² (both + ε)."""
+  mu1, mu2 = jnp.array([1.0, 0.0, 2.0, 0.5]), jnp.array([0.0, 1.0, 2.0, 0.0])
+  v1, v2 = jnp.array([1.0, 4.0, 0.25, 2.0]), jnp.array([4.0, 1.0, 1.0, 0.5])
+  second = lambda mu, v: jnp.diag(v) + jnp.outer(mu, mu)
+  t = losses.w2_target(mu2, second(mu2, v2))
+  eps = float(t.eps)
+  expected = float(jnp.sum((mu1 - mu2) ** 2)
+                   + jnp.sum((jnp.sqrt(v1 + eps) - jnp.sqrt(v2 + eps)) ** 2))
+  got = float(losses.w2_distance(mu1, second(mu1, v1), t))
+  assert abs(got - expected) <= 1e-4 * expected
+
+
+def test_blended_styles_are_the_mixture_of_their_distributions(rng):
+  """Two styles blended 1:1: the target is the Gaussian of both feature sets
+  pooled (means and second moments blend, not covariances)."""
+  a = jnp.asarray(rng.normal(1.0, 1.0, (10, 10, 8)).astype(np.float32))
+  b = jnp.asarray(rng.normal(-1.0, 2.0, (10, 10, 8)).astype(np.float32))
+  (ma, sa), (mb, sb) = _moments(a), _moments(b)
+  t = losses.style_targets([{'l': sa}, {'l': sb}], (0.5, 0.5), {'l': 1.0},
+                           means_per_style=[{'l': ma}, {'l': mb}])['l']
+  pooled = losses.w2_target(*_moments(jnp.concatenate([a, b])))
+  np.testing.assert_allclose(t.value.mean, pooled.mean, atol=1e-6)
+  np.testing.assert_allclose(t.value.cov_sqrt, pooled.cov_sqrt, atol=1e-5)
+  # 'relative': 1 / W2²(target, point at 0), so an image whose features are
+  # all zero starts at ~1 — exactly, that image is the Gaussian N(0, εI):
+  # ‖μ_s‖² + tr(Σ_s + εI) + nε − 2√ε tr((Σ_s + εI)^½).
+  v = t.value
+  zero = float(t.scale * losses.w2_distance(jnp.zeros(8), jnp.zeros((8, 8)), v))
+  exact = float(t.scale * (jnp.sum(v.mean ** 2) + v.cov_trace + 8 * v.eps
+                           - 2 * jnp.sqrt(v.eps) * jnp.trace(v.cov_sqrt)))
+  assert abs(zero - exact) <= 1e-4 and abs(zero - 1.0) <= 0.01
+
+
+HW = (160, 144)
+SHALLOW = dict(content_layers=('relu3_1',), style_layers=('relu1_1', 'relu2_1', 'relu3_1'))
+
+
+def _images():
+  load = lambda n, hw: np.asarray(image_io.resize(nst_jax.load_image(nst_jax.config.asset(n)),
+                                                  hw))
+  return load('chelsea.png', HW), load('starry_night.jpg', (120, 160))
+
+
+def _value_and_grad(params, targets, x, tile):
+  w = objective.LossWeights(1.0, 100.0, 0.5)
+  return jax.jit(jax.value_and_grad(
+      lambda x: objective.total_loss(x, params, targets, w, tile=tile)))(x)
+
+
+@pytest.mark.parametrize('guided', [False, True])
+def test_tiled_w2_equals_untiled(vgg_params, guided):
+  """μ and S are sums over positions, so the tiles' passes carry over. The
+  bound: the Gram statistic's tiled/untiled agreement is ~2e-7; the
+  Newton–Schulz products amplify float32 summation-order differences of the
+  moments ~100x (measured 2.0e-5 plain, 2.5e-5 guided)."""
+  content, style = _images()
+  guided_t = {}
+  if guided:
+    guided_t, _ = objective.make_guided_targets(
+        vgg_params, mask_io.halves(HW), [style], [mask_io.halves(style.shape[:2])], (0, 0),
+        (0.5, 0.5), statistic='w2', style_layers=SHALLOW['style_layers'])
+  t = objective.make_targets(vgg_params, content, [style], style_statistic='w2',
+                             guided=guided_t, statistic='w2',
+                             global_weight=0.0 if guided else 1.0, **SHALLOW)
+  assert isinstance(next(iter((t.guided if guided else t.style).values())).value,
+                    losses.W2Target)
+  x = jnp.asarray(np.random.default_rng(0).uniform(-0.1, 1.1, HW + (3,)).astype(np.float32))
+  v0, g0 = _value_and_grad(vgg_params, t, x, 0)
+  v1, g1 = _value_and_grad(vgg_params, t, x, 48)
+  assert tiling.make_tiling(HW, 48, t.layers).count > 1
+  assert abs(float(v1 - v0)) <= 1e-5 * abs(float(v0))
+  assert float(jnp.linalg.norm(g1 - g0) / jnp.linalg.norm(g0)) <= 1e-4
