@@ -56,7 +56,7 @@ def _execute(spec, config, workdir, params, quiet, checkpoints: bool):
     if spec.save_every:
       hooks.append(workdir_lib.Intermediates(workdir, plan, spec.save_every))
   if params is None:
-    params = load_vgg19(spec.weights or None)
+    params = load_vgg19(spec.weights or None, network=spec.network)
   reporter = Reporter(plan_lib.stage_costs(plan),
                       workdir_lib.log_path(workdir) if workdir else None,
                       quiet=quiet or not workdir_lib.writer(), previous=kept)

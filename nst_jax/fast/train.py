@@ -86,7 +86,8 @@ TRAINING_FIELDS = (
     'normalization', 'pooling', 'weights', 'remat', 'activation_dtype',
     'max_input_pixels', 'color_control', 'histogram_mode', 'content_guidance',
     'style_guidance', 'region_styles', 'region_weights', 'guidance_mode',
-    'guidance_extra', 'guided_statistic', 'global_style_weight')
+    'guidance_extra', 'guided_statistic', 'global_style_weight', 'style_statistic',
+    'network')
 
 MODEL_JSON = 'model.json'
 MODEL_NPZ = 'model.npz'
@@ -387,7 +388,7 @@ def run(spec, config, workdir: str, params=None, quiet: bool = False) -> str:
   paths = image_io.list_images(fast.train_images)
   crops = Crops(paths, fast.train_size, spec.seed, spec.max_input_pixels)
   if params is None:
-    params = load_vgg19(spec.weights or None)
+    params = load_vgg19(spec.weights or None, network=spec.network)
   styles = prepare_styles(spec, crops)
   targets, guidance = training_targets(spec, styles, params)
   meta = model_meta(spec, 0)
