@@ -18,6 +18,7 @@ from nst_jax import checkpoint
 from nst_jax import config as config_lib
 from nst_jax import engine
 from nst_jax import plan as plan_lib
+from nst_jax import summaries
 from nst_jax import workdir as workdir_lib
 from nst_jax.errors import NSTError
 from nst_jax.progress import Reporter, plot_losses
@@ -55,6 +56,7 @@ def _execute(spec, config, workdir, params, quiet, checkpoints: bool):
     hooks.append(workdir_lib.Outputs(workdir, spec))
     if spec.save_every:
       hooks.append(workdir_lib.Intermediates(workdir, plan, spec.save_every))
+    hooks.append(summaries.hook(workdir, spec, config, plan))
   if params is None:
     params = load_vgg19(spec.weights or None)
   reporter = Reporter(plan_lib.stage_costs(plan),

@@ -45,7 +45,7 @@ CHECKPOINTS = 'checkpoints'
 PHASE_OUTPUTS = 'phase_outputs'
 # Fields that do not change the optimisation's numbers.
 _NOT_FINGERPRINTED = ('output', 'save_every', 'checkpoint_every', 'resume',
-                      'compilation_cache', 'output_bits', 'dpi',
+                      'compilation_cache', 'output_bits', 'dpi', 'tensorboard',
                       # memory, not numbers: a resumed stage keeps its saved tile
                       'tile', 'memory_limit_gb',
                       'train_steps')   # fast_train: a longer run continues a shorter one

@@ -106,6 +106,8 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.save_every = 0                     # intermediates every N steps; 0 = off
   c.output = 'final.png'
   c.output_bits = 8                    # 8, or 16 for .png / .tif
+  c.tensorboard = True                 # TensorBoard event files in the workdir (losses,
+  #                                      images, config); see nst_jax/summaries.py
   # Posters: a sheet and a DPI derive the final size and the stages.
   c.poster = ''                        # 'A2', 'A0'...'A6', 'B1'...'B4', 'letter', ...
   c.print_size = ''                    # or '60x40cm' / '24x18in' / '600x400mm'
@@ -228,6 +230,7 @@ class RunSpec:
   checkpoint_every: int
   resume: bool
   compilation_cache: bool
+  tensorboard: bool = True
   job: str = 'optimize'                # 'optimize' | 'fast_train' | 'fast_apply'
   fast: FastSpec | None = None         # set for the fast_* jobs
 
@@ -269,6 +272,12 @@ def _int(field, value, minimum) -> int:
   if value < minimum:
     raise NSTError(f'config.{field} must be >= {minimum}, got {value!r}')
   return int(value)
+
+
+def _flag(field, value) -> bool:
+  if not isinstance(value, bool):
+    raise NSTError(f'config.{field} must be True or False, got {value!r}')
+  return bool(value)
 
 
 def normalized_weights(field: str, weights, n: int) -> tuple[float, ...]:
@@ -365,7 +374,7 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
                                vgg.ACTIVATION_DTYPES),
       checkpoint_every=_int('checkpoint_every', c.checkpoint_every, 0),
       resume=bool(c.resume), compilation_cache=bool(c.compilation_cache),
-      job=job, fast=fast)
+      tensorboard=_flag('tensorboard', c.tensorboard), job=job, fast=fast)
 
 
 def _fast(c, job: str) -> FastSpec | None:

@@ -65,6 +65,7 @@ from nst_jax import mask_io
 from nst_jax import objective
 from nst_jax import optim
 from nst_jax import plan as plan_lib
+from nst_jax import summaries
 from nst_jax import vgg
 from nst_jax import workdir as workdir_lib
 from nst_jax.engine import Hook
@@ -422,7 +423,8 @@ def run(spec, config, workdir: str, params=None, quiet: bool = False) -> str:
   content = _center_square(image_io.read_image(spec.content, 'content image',
                                               spec.max_input_pixels), size)
   sample_inputs = np.concatenate([content[None], crops.samples(3)])
-  hooks = [reporter, Samples(workdir, spec, graphdef, sample_inputs, guidance), ckpt]
+  hooks = [reporter, Samples(workdir, spec, graphdef, sample_inputs, guidance),
+           summaries.hook(workdir, spec, config), ckpt]
   restore_signals = ckpt.install_signal_handlers()
   try:
     t = time.perf_counter()
