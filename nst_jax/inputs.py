@@ -62,10 +62,6 @@ def style_images(phase: Phase, outputs: list, max_pixels: int) -> list:
           for s in phase.styles]
 
 
-def _grey(y):
-  return np.repeat(np.asarray(y, np.float32), 3, axis=-1)
-
-
 def style_guidance_masks(g: config_lib.GuidanceSpec, style_images: list,
                          max_pixels: int) -> list[np.ndarray]:
   """Per style image, its ``[H_s, W_s, R]`` masks (``whole``: ones for every region)."""
@@ -80,22 +76,20 @@ def prepare(phase: Phase, style_images: list, max_pixels: int) -> Prepared:
   """Decodes a phase's contents and applies colour control to its styles.
 
   ``style_images``: the decoded styles (the scale mix output for
-  ``MIXED_STYLE``). With ``histogram`` every image gets its own
-  colour-matched styles; otherwise all images share the same list.
+  ``MIXED_STYLE``). With ``histogram`` or ``luminance`` every image gets its
+  own styles (:func:`nst_jax.color.control_styles`); otherwise all images
+  share the same list.
   """
   originals = [load(c, max_pixels) for c in phase.contents]
   contents, styles = list(originals), [list(style_images)] * len(originals)
-  if phase.color == 'histogram':
-    styles = [[np.clip(color.match_histogram(s, c, phase.histogram_mode), 0, 1)
-               for s in style_images] for c in originals]
+  if phase.color in ('histogram', 'luminance'):
+    styles = [color.control_styles(style_images, c, phase.color, phase.histogram_mode)
+              for c in originals]
+  if phase.color == 'luminance':
+    contents = [color.as_rgb(color.luminance(c)) for c in originals]
   elif phase.color == 'content_to_style':
     contents = [np.clip(color.match_histogram(c, style_images[0], phase.histogram_mode),
                         0, 1) for c in originals]
-  elif phase.color == 'luminance':
-    ys = [color.luminance(c) for c in originals]
-    contents = [_grey(y) for y in ys]
-    styles = [[_grey(color.match_luminance(color.luminance(s), y)) for s in style_images]
-              for y in ys]
   content_masks = style_masks = None
   g = phase.guidance
   if g is not None:
@@ -116,7 +110,8 @@ def prepare(phase: Phase, style_images: list, max_pixels: int) -> Prepared:
 # ---------------------------------------------------------------------------
 
 
-def _resize_styles(styles, side):
+def resize_styles(styles, side: int) -> list:
+  """Each style image resized to long side ``side``."""
   return [image_io.resize(s, image_io.fit_long_side(s.shape[:2], side)) for s in styles]
 
 
@@ -138,7 +133,7 @@ def stage_targets(phase: Phase, prepared: Prepared, k: int, params):
     styles = prepared.styles[i]
     key = id(styles)
     if key not in cache:
-      resized = _resize_styles(styles, stage.style_side)
+      resized = resize_styles(styles, stage.style_side)
       style_t = objective.style_targets(
           params, resized, loss.style_layer_weights, style_blend=loss.style_blend,
           normalization=loss.normalization, pooling=loss.pooling,
@@ -183,7 +178,7 @@ def stage_start(phase: Phase, prepared: Prepared, k: int, previous, seed: int):
     start = jnp.stack([image_io.resize(c, hw) for c in prepared.contents])
   elif phase.init == 'style':
     start = jnp.stack([image_io.resize(
-        _resize_styles(s[:1], phase.stages[k].style_side)[0], hw)
+        resize_styles(s[:1], phase.stages[k].style_side)[0], hw)
         for s in prepared.styles])
   else:
     start = jnp.stack([image_io.resize(prepared.init_image, hw)] * phase.batch)

@@ -148,7 +148,7 @@ def stylize(model: FastModel | str, image, guidance=None) -> np.ndarray:
   if not isinstance(model, FastModel):
     model = load(model)
   rgb = image_io.read_image(image, 'content image')
-  x = rgb if model.channels == 3 else color.luminance(rgb)
+  x = color.to_channels(rgb, model.channels)
   g = guidance_for(model, guidance, rgb.shape[:2])
   out = model.forward(model.params, jnp.asarray(x)[None],
                       None if g is None else jnp.asarray(g)[None])

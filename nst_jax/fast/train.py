@@ -173,11 +173,6 @@ class Crops:
 # ---------------------------------------------------------------------------
 
 
-def as_rgb(x):
-  """A 1-channel (luminance) image is shown to VGG as grey RGB."""
-  return jnp.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
-
-
 def make_loss_fn(graphdef, loss_spec):
   """``loss_fn(params, inputs, guidance, shared) -> (mean total, mean terms)``.
 
@@ -192,9 +187,9 @@ def make_loss_fn(graphdef, loss_spec):
     vgg_params, targets, weights = shared
     g = None if guidance is None else jnp.broadcast_to(
         guidance, inputs.shape[:-1] + guidance.shape[-1:])
-    out = as_rgb(network.apply(graphdef, params, inputs, g))
+    out = color.as_rgb(network.apply(graphdef, params, inputs, g))
     feats = lax.stop_gradient(vgg.vgg_features(
-        vgg_params, as_rgb(inputs), tuple(content_layers), targets.pooling))
+        vgg_params, color.as_rgb(inputs), tuple(content_layers), targets.pooling))
 
     def per_image(image, f):
       t = dataclasses.replace(targets, content=losses.content_targets(
@@ -243,17 +238,11 @@ def prepare_styles(spec, crops: Crops) -> list[np.ndarray]:
   """The style images after colour control, as the loss sees them (RGB)."""
   styles = [image_io.read_image(s, f'style image {i + 1}', spec.max_input_pixels)
             for i, s in enumerate(spec.styles)]
-  if spec.color_control == 'histogram':
-    photos = crops.pixels()
-    styles = [np.clip(color.match_histogram(s, photos, spec.histogram_mode), 0, 1)
-              for s in styles]
-  elif spec.color_control == 'luminance':
-    y = color.luminance(crops.pixels())
-    styles = [np.repeat(color.match_luminance(color.luminance(s), y), 3, axis=-1)
-              for s in styles]
-  side = max(16, round(spec.fast.train_size * spec.style_scale))
-  return [np.asarray(image_io.resize(s, image_io.fit_long_side(s.shape[:2], side)))
-          for s in styles]
+  if spec.color_control != 'none':
+    styles = color.control_styles(styles, crops.pixels(), spec.color_control,
+                                  spec.histogram_mode)
+  side = plan_lib.style_side(spec.fast.train_size, spec.style_scale)
+  return [np.asarray(s) for s in inputs.resize_styles(styles, side)]
 
 
 def training_targets(spec, styles, params):
@@ -291,7 +280,7 @@ def model_meta(spec, step: int) -> dict:
   g = spec.guidance
   return {
       'format': FORMAT,
-      'channels': 1 if spec.color_control == 'luminance' else 3,
+      'channels': color.channels(spec.color_control),
       'guidance_channels': g.regions if g else 0,
       'width': spec.fast.width, 'res_blocks': spec.fast.res_blocks,
       'color_control': spec.color_control,
@@ -345,9 +334,7 @@ class Samples(Hook):
   def __init__(self, workdir: str, spec, graphdef, inputs_rgb: np.ndarray, guidance):
     self.workdir, self.spec, self.every = workdir, spec, spec.save_every
     self.rgb = inputs_rgb
-    channels = 1 if spec.color_control == 'luminance' else 3
-    self.inputs = (inputs_rgb if channels == 3
-                   else np.stack([color.luminance(x) for x in inputs_rgb]))
+    self.inputs = color.to_channels(inputs_rgb, color.channels(spec.color_control))
     g = None if guidance is None else jnp.broadcast_to(
         guidance, self.inputs.shape[:-1] + guidance.shape[-1:])
     self._apply = jax.jit(lambda p: network.apply(graphdef, p, self.inputs, g))
@@ -414,8 +401,8 @@ def run(spec, config, workdir: str, params=None, quiet: bool = False) -> str:
   total = jnp.int32(fast.train_steps)
 
   def batches(start):
-    out = np.stack([crops.batch(s, b) for s in range(start, start + k)])
-    return out if channels == 3 else color.luminance(out)
+    return color.to_channels(np.stack([crops.batch(s, b) for s in range(start, start + k)]),
+                             channels)
 
   reporter = Reporter([(fast.train_steps, float(size * size * b))],
                       workdir_lib.log_path(workdir), quiet=quiet, previous=kept)
