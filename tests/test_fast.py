@@ -17,6 +17,7 @@ import nst_jax
 from nst_jax import color
 from nst_jax.errors import NSTError
 from nst_jax.fast import apply as apply_lib
+from nst_jax.fast import model_file
 from nst_jax.fast import network
 from nst_jax.fast import train
 
@@ -40,7 +41,7 @@ def photos(tmp_path_factory):
 
 def _model(channels=3, regions=0, width=4, seed=0):
   graphdef, params = network.create(channels, regions, width, 1, seed=seed)
-  meta = dict(format=train.FORMAT, channels=channels, guidance_channels=regions,
+  meta = dict(format=model_file.FORMAT, channels=channels, guidance_channels=regions,
               width=width, res_blocks=1, color_control='luminance' if channels == 1 else 'none',
               guidance='halves_x' if regions else '')
   return apply_lib.FastModel(meta, graphdef, params)
@@ -198,7 +199,7 @@ def test_kill9_during_training_then_resume_gives_the_same_parameters(photos, tmp
 
 def test_luminance_network_keeps_the_content_chroma(tmp_path):
   model = _model(channels=1, seed=4)
-  train.save_model(str(tmp_path), model.params, model.meta)
+  model_file.write(str(tmp_path), model.params, model.meta)
   loaded = nst_jax.fast.load(str(tmp_path))
   content = nst_jax.load_image(nst_jax.config.asset('chelsea.png'))[::3, ::3]
   out = nst_jax.fast.stylize(loaded, content)
@@ -220,13 +221,13 @@ def test_apply_checks_guidance_against_the_model(tmp_path):
     nst_jax.fast.stylize(guided, image, np.ones((20, 24, 3)))
   with pytest.raises(NSTError, match='without spatial guidance'):
     nst_jax.fast.stylize(plain, image, 'halves_x')
-  train.save_model(str(tmp_path), guided.params, dict(guided.meta, width=8))
+  model_file.write(str(tmp_path), guided.params, dict(guided.meta, width=8))
   with pytest.raises(NSTError, match='parameter'):
     nst_jax.fast.load(str(tmp_path))
   with pytest.raises(NSTError, match='no trained model'):
     nst_jax.fast.load(str(tmp_path / 'missing'))
   # A cut-short parameter file: one line, not a zipfile traceback.
-  train.save_model(str(tmp_path), guided.params, guided.meta)
+  model_file.write(str(tmp_path), guided.params, guided.meta)
   npz = tmp_path / 'model.npz'
   npz.write_bytes(npz.read_bytes()[:1000])
   with pytest.raises(NSTError, match='unreadable'):
@@ -235,7 +236,7 @@ def test_apply_checks_guidance_against_the_model(tmp_path):
 
 def test_fast_apply_job_writes_one_image_per_input_at_its_size(photos, tmp_path):
   model = _model()
-  train.save_model(str(tmp_path / 'model'), model.params, model.meta)
+  model_file.write(str(tmp_path / 'model'), model.params, model.meta)
   config = nst_jax.make_config(job='fast_apply', model=str(tmp_path / 'model'),
                                content=photos)
   outs = nst_jax.run(config, str(tmp_path / 'out'), quiet=True)

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -69,8 +68,8 @@ from nst_jax import vgg
 from nst_jax import workdir as workdir_lib
 from nst_jax.engine import Hook
 from nst_jax.errors import NSTError
+from nst_jax.fast import model_file
 from nst_jax.fast import network
-from nst_jax.files import atomic_write
 from nst_jax.progress import TERMS, Reporter, plot_losses
 
 log = logging.getLogger(__name__)
@@ -88,10 +87,7 @@ TRAINING_FIELDS = (
     'style_guidance', 'region_styles', 'region_weights', 'guidance_mode',
     'guidance_extra', 'guided_statistic', 'global_style_weight')
 
-MODEL_JSON = 'model.json'
-MODEL_NPZ = 'model.npz'
 SAMPLES = 'samples'
-FORMAT = 'nst_jax.fast/1'
 
 
 class TrainState(NamedTuple):
@@ -271,50 +267,8 @@ def training_targets(spec, styles, params):
 
 
 # ---------------------------------------------------------------------------
-# The model files.
+# Samples and the model files.
 # ---------------------------------------------------------------------------
-
-
-def model_meta(spec, step: int) -> dict:
-  """What :func:`nst_jax.fast.load` needs to rebuild the network, and provenance."""
-  g = spec.guidance
-  return {
-      'format': FORMAT,
-      'channels': color.channels(spec.color_control),
-      'guidance_channels': g.regions if g else 0,
-      'width': spec.fast.width, 'res_blocks': spec.fast.res_blocks,
-      'color_control': spec.color_control,
-      'guidance': g.content if g else '',
-      'region_styles': list(g.region_styles) if g else [],
-      'styles': [os.path.basename(str(s)) for s in spec.styles],
-      'train_size': spec.fast.train_size, 'style_scale': spec.style_scale,
-      'step': int(step),
-      'train_steps': spec.fast.train_steps, 'batch_size': spec.fast.batch_size,
-  }
-
-
-def param_names(params):
-  """``(names, leaves, treedef)`` of a network's parameters as a pure dict;
-  names like ``'down/0/conv/kernel'``."""
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(params))
-  names = ['/'.join(str(getattr(k, 'key', k)) for k in path) for path, _ in leaves]
-  return names, [v for _, v in leaves], treedef
-
-
-def flat_params(params) -> dict[str, np.ndarray]:
-  """``{'down/0/conv/kernel': array, ...}`` of a network's parameters."""
-  names, values, _ = param_names(params)
-  return {n: np.asarray(v, np.float32) for n, v in zip(names, values)}
-
-
-def save_model(workdir: str, params, meta: dict) -> None:
-  """``model.npz`` (parameters) and ``model.json`` (architecture), atomically."""
-  arrays = flat_params(params)
-  atomic_write(os.path.join(workdir, MODEL_NPZ),
-               lambda f: np.savez(f, **arrays))
-  atomic_write(os.path.join(workdir, MODEL_JSON),
-               lambda f: f.write(json.dumps(meta, indent=2) + '\n'), 'w')
 
 
 def sample_grid(inputs: np.ndarray, outputs: np.ndarray, pad: int = 4) -> np.ndarray:
@@ -348,7 +302,7 @@ class Samples(Hook):
       out = np.stack([color.combine_luminance(y, x) for y, x in zip(out, self.rgb)])
     image_io.save_image(os.path.join(self.workdir, SAMPLES, f'step_{step:06d}.png'),
                         sample_grid(self.rgb, out))
-    save_model(self.workdir, state.params, model_meta(self.spec, step))
+    model_file.write(self.workdir, state.params, model_file.meta(self.spec, step))
 
   def chunk(self, stage, before, state, metrics, terms):
     if self.every and int(state.step) // self.every > before // self.every:
@@ -377,7 +331,7 @@ def run(spec, config, workdir: str, params=None, quiet: bool = False) -> str:
     params = load_vgg19(spec.weights or None)
   styles = prepare_styles(spec, crops)
   targets, guidance = training_targets(spec, styles, params)
-  meta = model_meta(spec, 0)
+  meta = model_file.meta(spec, 0)
   graphdef, net_params = network.create(meta['channels'], meta['guidance_channels'],
                                         fast.width, fast.res_blocks, seed=spec.seed)
   optimizer = optax.adam(spec.learning_rate)
