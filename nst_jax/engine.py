@@ -120,9 +120,7 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
               hooks: Sequence[Hook] = (), resume=None, first_stage: int = 0
               ) -> np.ndarray:
   """The coarse-to-fine stages of one phase; returns its images ``[B, H, W, 3]``."""
-  loss = phase.loss
-  weights = objective.LossWeights(*(jnp.float32(w) for w in (
-      loss.content_weight, loss.style_weight, loss.tv_weight)))
+  weights = inputs.loss_weights(phase.loss)
   vgg_options = dict(remat=spec.remat, activation_dtype=spec.activation_dtype)
   chunk = math.gcd(spec.log_every, spec.save_every) if spec.save_every else spec.log_every
   mesh = sharding.make_mesh(spec.devices, phase.batch)
@@ -142,7 +140,7 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
     run_chunk = optim.make_chunk_fn(loss_fn, optimizer, chunk, mesh)
     targets, skipped = inputs.stage_targets(phase, prepared, k, params)
     if skipped and k == 0:
-      _warn_skipped(skipped)
+      inputs.warn_skipped(skipped)
     start = inputs.stage_start(phase, prepared, k, image, spec.seed)
     image = None                                 # only the start needed it
     abstract = jax.eval_shape(lambda s: optim.init_state(optimizer, s), start)
@@ -213,13 +211,3 @@ def _log_memory(stage: int, stage_plan, compiled) -> None:
   planned = stage_plan.memory.total if stage_plan.memory else 0
   log.info('stage %d: XLA buffers %.2f GB (temp %.2f GB), plan %.2f GB', stage + 1,
            xla / 2**30, a.temp_size_in_bytes / 2**30, planned / 2**30)
-
-
-def _warn_skipped(skipped: dict) -> None:
-  """One warning listing guidance regions skipped as empty (one host sync)."""
-  host = jax.device_get(skipped)
-  where = [f'region {r + 1} at {name}' for name, empty in host.items()
-           for r in np.flatnonzero(np.asarray(empty).any(axis=0))]
-  if where:
-      log.warning('empty guidance, skipped: %s%s', ', '.join(where[:6]),
-                ' ...' if len(where) > 6 else '')

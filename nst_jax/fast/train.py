@@ -243,27 +243,16 @@ def prepare_styles(spec, crops: Crops) -> list[np.ndarray]:
 
 def training_targets(spec, styles, params):
   """``(Targets without content, guidance [S, S, R] or None)`` for training."""
-  loss, g, size = spec.loss, spec.guidance, spec.fast.train_size
-  style_t = objective.style_targets(
-      params, styles, loss.style_layer_weights, style_blend=loss.style_blend,
-      normalization=loss.normalization, pooling=loss.pooling,
-      layer_styles=loss.layer_styles, global_weight=loss.global_style_weight)
-  guided, mask = {}, None
+  g, mp = spec.guidance, spec.max_input_pixels
+  masks = mask = None
   if g is not None:
-    mask = mask_io.load_guidance(g.content, (size, size), spec.max_input_pixels)
-    style_masks = inputs.style_guidance_masks(g, styles, spec.max_input_pixels)
-    side = objective.guided_style_side(
-        params, styles, style_masks, g.region_styles, loss.style_layer_weights,
-        mode=g.mode, extra=g.extra, statistic=loss.statistic, pooling=loss.pooling)
-    guided, skipped = objective.guided_targets(
-        side, mask, g.region_weights, loss.style_layer_weights, mode=g.mode,
-        extra=g.extra, normalization=loss.normalization)
-    if any(bool(np.any(v)) for v in jax.device_get(skipped).values()):
-      log.warning('a guidance region is empty at some VGG layer at %d px crops; it is '
-                  'skipped there', size)
-    mask = jnp.asarray(mask)
-  return objective.Targets(content={}, style=style_t, guided=guided,
-                           pooling=loss.pooling, statistic=loss.statistic), mask
+    mask = mask_io.load_guidance(g.content, (spec.fast.train_size,) * 2, mp)
+    masks = inputs.style_guidance_masks(g, styles, mp)
+  targets, skipped = inputs.image_targets(
+      params, inputs.style_statistics(params, styles, masks, spec.loss, g), spec.loss, g,
+      content_mask=mask)
+  inputs.warn_skipped(skipped)
+  return targets, None if mask is None else jnp.asarray(mask)
 
 
 # ---------------------------------------------------------------------------
@@ -346,8 +335,7 @@ def run(spec, config, workdir: str, params=None, quiet: bool = False) -> str:
   restored = ckpt.restore(0, state)
   if restored is not None:
     state = restored
-  weights = objective.LossWeights(*(jnp.float32(w) for w in (
-      spec.loss.content_weight, spec.loss.style_weight, spec.loss.tv_weight)))
+  weights = inputs.loss_weights(spec.loss)
   consts = (guidance, (params, targets, weights))
   run_chunk = make_chunk_fn(make_loss_fn(graphdef, spec.loss), optimizer)
   k, size, b = spec.log_every, fast.train_size, fast.batch_size
