@@ -20,7 +20,6 @@ from nst_jax import engine
 from nst_jax import plan as plan_lib
 from nst_jax import workdir as workdir_lib
 from nst_jax.errors import NSTError
-from nst_jax.progress import Reporter, plot_losses
 from nst_jax.weights import load_vgg19
 
 log = logging.getLogger(__name__)
@@ -43,37 +42,19 @@ def _execute(spec, config, workdir, params, quiet, checkpoints: bool):
   """Plans, runs and (with a workdir) writes; returns the run's output images."""
   plan = plan_lib.make_plan(spec)
   log.info('%s', plan_lib.describe(plan))
-  hooks, ckpt, kept = [], None, []
-  if workdir is not None:
-    workdir_lib.check_writable(workdir)
-    if checkpoints:
-      ckpt = checkpoint.Checkpointer(
-          workdir, checkpoint.fingerprint(config, plan.signature()),
-          [s.steps for _, s in plan.stages], spec.checkpoint_every, spec.resume)
-    workdir_lib.write_config(workdir, config)
-    kept = workdir_lib.trim_log(workdir, ckpt.point if ckpt else None)
-    hooks.append(workdir_lib.Outputs(workdir, spec))
-    if spec.save_every:
-      hooks.append(workdir_lib.Intermediates(workdir, plan, spec.save_every))
-  if params is None:
-    params = load_vgg19(spec.weights or None)
-  reporter = Reporter(plan_lib.stage_costs(plan),
-                      workdir_lib.log_path(workdir) if workdir else None,
-                      quiet=quiet or not workdir_lib.writer(), previous=kept)
-  hooks.insert(0, reporter)
-  if ckpt is not None:
-    hooks.append(ckpt)                 # last: saves after the others have seen a chunk
-  restore_signals = ckpt.install_signal_handlers() if ckpt else None
-  try:
-    outputs = engine.execute(plan, params, hooks=hooks, resume=ckpt)
-  finally:
-    reporter.close()
-    if restore_signals:
-      restore_signals()
-    if ckpt:
-      ckpt.close()
-  if workdir is not None and workdir_lib.writer():
-    plot_losses(os.path.join(workdir, workdir_lib.LOSS_PLOT), reporter)
+  fingerprint = checkpoint.fingerprint(config, plan.signature()) if checkpoints else None
+  with workdir_lib.Session(workdir, config, plan_lib.reported_stages(plan),
+                           fingerprint=fingerprint, checkpoint_every=spec.checkpoint_every,
+                           resume=spec.resume, quiet=quiet) as session:
+    files = []
+    if workdir is not None:
+      files.append(workdir_lib.Outputs(workdir, spec))
+      if spec.save_every:
+        files.append(workdir_lib.Intermediates(workdir, plan, spec.save_every))
+    if params is None:
+      params = load_vgg19(spec.weights or None)
+    outputs = engine.execute(plan, params, hooks=session.hooks(*files),
+                             resume=session.checkpointer)
   if spec.mode == 'scale_mix':
     return outputs[0][0]
   results = sorted(((c.index, image) for phase, out in zip(plan.phases, outputs)

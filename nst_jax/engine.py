@@ -46,14 +46,16 @@ log = logging.getLogger(__name__)
 class Hook:
   """Callbacks of the engine; every method is optional (no-ops here).
 
-  ``stage`` is the stage's index over the whole plan (phases in order).
+  ``stage`` is the stage's index over the whole plan (phases in order); a
+  hook that needs the stages' sizes or steps is given them when it is made
+  (e.g. :class:`~nst_jax.progress.Reporter`), so the same hooks serve the
+  optimisation and fast-network training, which has one stage and no plan.
   """
 
-  def stage_skipped(self, stage: int, stage_plan: plan_lib.StagePlan) -> None:
+  def stage_skipped(self, stage: int) -> None:
     """A stage finished before a resume."""
 
-  def stage_start(self, stage: int, stage_plan: plan_lib.StagePlan, batch: int,
-                  compile_s: float, resumed_at: int) -> None:
+  def stage_start(self, stage: int, compile_s: float, resumed_at: int) -> None:
     """Compiled; about to run from step ``resumed_at``."""
 
   def chunk(self, stage: int, before: int, state: optim.StageState,
@@ -100,9 +102,9 @@ def execute(plan: plan_lib.Plan, params, *, hooks: Sequence[Hook] = (),
       if done is None:
         raise NSTError(f'{resume.directory} lacks the outputs of finished phase '
                        f'{i + 1}; rerun with --config.resume=False')
-      for k, s in enumerate(phase.stages):
+      for k in range(n):
         for h in hooks:
-          h.stage_skipped(first + k, s)
+          h.stage_skipped(first + k)
       outputs.append(done)
     else:
       prepared = inputs.prepare(phase, inputs.style_images(phase, outputs,
@@ -130,7 +132,7 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
     g = first_stage + k
     if resume is not None and resume.skip_stage(g):
       for h in hooks:
-        h.stage_skipped(g, stage)
+        h.stage_skipped(g)
       continue
     if resume is not None:
       stage = resume.stage_as_saved(g, stage)
@@ -159,7 +161,7 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
     _log_memory(g, stage, compiled)
     resumed_at = int(state.step) if restored is not None else 0
     for h in hooks:
-      h.stage_start(g, stage, phase.batch, compile_s, resumed_at)
+      h.stage_start(g, compile_s, resumed_at)
     while int(state.step) < stage.steps:
       before = int(state.step)
       state, metrics = compiled(state, consts, num_steps)

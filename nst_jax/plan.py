@@ -247,10 +247,9 @@ def _phases(spec) -> list[Phase]:
   return phases
 
 
-def stage_costs(plan: Plan) -> list[tuple[int, float]]:
-  """(steps, pixels x images) per stage, for the progress ETA."""
-  return [(s.steps, float(s.hw[0] * s.hw[1] * plan.phases[i].batch))
-          for i, s in plan.stages]
+def reported_stages(plan: Plan) -> list[tuple[tuple[int, int], int, int]]:
+  """``(hw, steps, images)`` per stage, what the progress line and log report."""
+  return [(s.hw, s.steps, plan.phases[i].batch) for i, s in plan.stages]
 
 
 def describe(plan: Plan) -> str:

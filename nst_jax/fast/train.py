@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import logging
 import os
 import time
 from typing import Any, NamedTuple
@@ -70,9 +69,7 @@ from nst_jax.engine import Hook
 from nst_jax.errors import NSTError
 from nst_jax.fast import model_file
 from nst_jax.fast import network
-from nst_jax.progress import TERMS, Reporter, plot_losses
-
-log = logging.getLogger(__name__)
+from nst_jax.progress import TERMS
 
 # The config fields a trained network depends on: its checkpoint's
 # fingerprint (train_steps is left out: a longer run continues a shorter one;
@@ -313,55 +310,42 @@ def run(spec, config, workdir: str, params=None, quiet: bool = False) -> str:
   """
   from nst_jax.weights import load_vgg19  # pylint: disable=g-import-not-at-top
   fast = spec.fast
-  workdir_lib.check_writable(workdir)
-  paths = image_io.list_images(fast.train_images)
-  crops = Crops(paths, fast.train_size, spec.seed, spec.max_input_pixels)
-  if params is None:
-    params = load_vgg19(spec.weights or None)
-  styles = prepare_styles(spec, crops)
-  targets, guidance = training_targets(spec, styles, params)
-  meta = model_file.meta(spec, 0)
-  graphdef, net_params = network.create(meta['channels'], meta['guidance_channels'],
-                                        fast.width, fast.res_blocks, seed=spec.seed)
-  optimizer = optax.adam(spec.learning_rate)
-  state = _fresh(TrainState(net_params, optimizer.init(net_params),
-                                jnp.zeros((), jnp.int32)))
-  signature = [['fast_train', paths, fast.train_size, fast.batch_size]]
-  ckpt = checkpoint.Checkpointer(workdir, checkpoint.fingerprint(config, signature,
-                                                                 TRAINING_FIELDS),
-                                 [fast.train_steps], spec.checkpoint_every, spec.resume)
-  workdir_lib.write_config(workdir, config)
-  kept = workdir_lib.trim_log(workdir, ckpt.point)
-  restored = ckpt.restore(0, state)
-  if restored is not None:
-    state = restored
-  weights = inputs.loss_weights(spec.loss)
-  consts = (guidance, (params, targets, weights))
-  run_chunk = make_chunk_fn(make_loss_fn(graphdef, spec.loss), optimizer)
   k, size, b = spec.log_every, fast.train_size, fast.batch_size
-  channels = meta['channels']
-  total = jnp.int32(fast.train_steps)
+  paths = image_io.list_images(fast.train_images)
+  fingerprint = checkpoint.fingerprint(config, [['fast_train', paths, size, b]],
+                                       TRAINING_FIELDS)
+  with workdir_lib.Session(workdir, config, [((size, size), fast.train_steps, b)],
+                           fingerprint=fingerprint, checkpoint_every=spec.checkpoint_every,
+                           resume=spec.resume, quiet=quiet) as session:
+    crops = Crops(paths, size, spec.seed, spec.max_input_pixels)
+    if params is None:
+      params = load_vgg19(spec.weights or None)
+    targets, guidance = training_targets(spec, prepare_styles(spec, crops), params)
+    meta = model_file.meta(spec, 0)
+    graphdef, net_params = network.create(meta['channels'], meta['guidance_channels'],
+                                          fast.width, fast.res_blocks, seed=spec.seed)
+    optimizer = optax.adam(spec.learning_rate)
+    state = _fresh(TrainState(net_params, optimizer.init(net_params),
+                              jnp.zeros((), jnp.int32)))
+    restored = session.checkpointer.restore(0, state)
+    state = state if restored is None else restored
+    consts = (guidance, (params, targets, inputs.loss_weights(spec.loss)))
+    run_chunk = make_chunk_fn(make_loss_fn(graphdef, spec.loss), optimizer)
+    total = jnp.int32(fast.train_steps)
 
-  def batches(start):
-    return color.to_channels(np.stack([crops.batch(s, b) for s in range(start, start + k)]),
-                             channels)
+    def batches(start):
+      return color.to_channels(np.stack([crops.batch(s, b) for s in range(start, start + k)]),
+                               meta['channels'])
 
-  reporter = Reporter([(fast.train_steps, float(size * size * b))],
-                      workdir_lib.log_path(workdir), quiet=quiet, previous=kept)
-  content = _center_square(image_io.read_image(spec.content, 'content image',
-                                              spec.max_input_pixels), size)
-  sample_inputs = np.concatenate([content[None], crops.samples(3)])
-  hooks = [reporter, Samples(workdir, spec, graphdef, sample_inputs, guidance), ckpt]
-  restore_signals = ckpt.install_signal_handlers()
-  try:
+    content = _center_square(image_io.read_image(spec.content, 'content image',
+                                                spec.max_input_pixels), size)
+    hooks = session.hooks(Samples(workdir, spec, graphdef,
+                                  np.concatenate([content[None], crops.samples(3)]), guidance))
     t = time.perf_counter()
     first = batches(int(state.step))
     compiled = run_chunk.lower(state, first, consts, total).compile()
-    compile_s = time.perf_counter() - t
-    stage = plan_lib.StagePlan((size, size), fast.train_steps, size)
-    resumed_at = int(state.step)
     for h in hooks:
-      h.stage_start(0, stage, b, compile_s, resumed_at)
+      h.stage_start(0, time.perf_counter() - t, int(state.step))
     while int(state.step) < fast.train_steps:
       before = int(state.step)
       data = first if first is not None else batches(before)
@@ -379,12 +363,6 @@ def run(spec, config, workdir: str, params=None, quiet: bool = False) -> str:
         h.chunk(0, before, state, metrics, chunk_terms)
     for h in hooks:
       h.stage_end(0, state)
-  finally:
-    reporter.close()
-    restore_signals()
-    ckpt.close()
-  if workdir_lib.writer():
-    plot_losses(os.path.join(workdir, workdir_lib.LOSS_PLOT), reporter)
   return workdir
 
 
