@@ -123,7 +123,6 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
               ) -> np.ndarray:
   """The coarse-to-fine stages of one phase; returns its images ``[B, H, W, 3]``."""
   weights = inputs.loss_weights(phase.loss)
-  vgg_options = dict(remat=spec.remat, activation_dtype=spec.activation_dtype)
   chunk = math.gcd(spec.log_every, spec.save_every) if spec.save_every else spec.log_every
   mesh = sharding.make_mesh(spec.devices, phase.batch)
   shared = sharding.replicate((params, weights), mesh)
@@ -136,7 +135,7 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
       continue
     if resume is not None:
       stage = resume.stage_as_saved(g, stage)
-    loss_fn, terms_fn = _loss_fns(stage.tile, mesh, vgg_options)
+    loss_fn, terms_fn = _loss_fns(stage.tile, mesh, spec.vgg_options)
     optimizer = optim.make_optimizer(spec.optimizer, spec.learning_rate,
                                      stage.lbfgs_memory)
     run_chunk = optim.make_chunk_fn(loss_fn, optimizer, chunk, mesh)

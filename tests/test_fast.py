@@ -15,6 +15,7 @@ from PIL import Image
 
 import nst_jax
 from nst_jax import color
+from nst_jax import inputs
 from nst_jax.errors import NSTError
 from nst_jax.fast import apply as apply_lib
 from nst_jax.fast import model_file
@@ -122,6 +123,37 @@ def test_guided_luminance_training_and_apply(photos, tmp_path, vgg_params):
   out = nst_jax.fast.stylize(model, content, 'disc:0.3')
   chroma = lambda x: color.rgb_to_yiq(x)[..., 1:]
   assert np.max(np.abs(chroma(out) - chroma(content))) < 1e-3
+
+
+def test_training_honours_the_memory_options(photos, tmp_path, vgg_params):
+  """remat and activation_dtype are training fields (in the fingerprint), so
+  they reach VGG in the training loss: bfloat16 activations change the loss a
+  little, block remat puts optimisation barriers into the gradient and leaves
+  the value; a network trains with both."""
+  spec = nst_jax.config.validate(nst_jax.make_config(train_images=photos, **TINY))
+  crops = train.Crops(nst_jax.image_io.list_images(photos), 32)
+  targets, _ = train.training_targets(spec, train.prepare_styles(spec, crops), vgg_params)
+  graphdef, params = network.create(3, 0, 4, 1, seed=0)
+  x = jnp.asarray(crops.batch(0, 2))
+  shared = (vgg_params, targets, inputs.loss_weights(spec.loss))
+
+  def loss(**options):
+    fn = train.make_loss_fn(graphdef, spec.loss, options)
+    grad = jax.jit(jax.grad(lambda p: fn(p, x, None, shared)[0])).lower(params).as_text()
+    return float(jax.jit(fn)(params, x, None, shared)[0]), grad
+
+  (plain, plain_hlo), (bf16, bf16_hlo), (remat, remat_hlo) = (
+      loss(), loss(activation_dtype='bfloat16'), loss(remat='block'))
+  assert 'bf16' in bf16_hlo and 'bf16' not in plain_hlo
+  assert 0 < abs(bf16 - plain) < 1e-2 * plain, (bf16, plain)
+  assert 'optimization_barrier' in remat_hlo and 'optimization_barrier' not in plain_hlo
+  assert remat == pytest.approx(plain, rel=1e-6)
+  config = nst_jax.make_config(train_images=photos, train_steps=10, remat='block',
+                               activation_dtype='bfloat16', **TINY)
+  nst_jax.run(config, str(tmp_path), params=vgg_params, quiet=True)
+  losses = [r['loss'] for r in _records(tmp_path) if 'loss' in r]
+  assert len(losses) == 10 and all(np.isfinite(losses))
+  assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
 
 
 def test_histogram_control_gives_the_style_the_photos_colour_statistics(photos):

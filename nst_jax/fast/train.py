@@ -166,14 +166,17 @@ class Crops:
 # ---------------------------------------------------------------------------
 
 
-def make_loss_fn(graphdef, loss_spec):
+def make_loss_fn(graphdef, loss_spec, vgg_options=None):
   """``loss_fn(params, inputs, guidance, shared) -> (mean total, mean terms)``.
 
   ``inputs`` ``[B, S, S, C]``; ``guidance`` ``[S, S, R]`` or None; ``shared =
   (vgg_params, targets, weights)`` with the style (and guided) targets of
   :class:`~nst_jax.objective.Targets`; each crop's content target is its own
-  VGG features.
+  VGG features. ``vgg_options`` (``remat``, ``activation_dtype``): for the
+  VGG forward of the network's output, as in the optimisation's loss (the
+  crops' own features, targets, stay float32).
   """
+  vgg_options = vgg_options or {}
   content_layers = loss_spec.content_layer_weights
 
   def loss_fn(params, inputs, guidance, shared):
@@ -187,7 +190,7 @@ def make_loss_fn(graphdef, loss_spec):
     def per_image(image, f):
       t = dataclasses.replace(targets, content=losses.content_targets(
           f, content_layers, loss_spec.normalization))
-      return objective.loss_terms(vgg_params, image, t, weights)
+      return objective.loss_terms(vgg_params, image, t, weights, **vgg_options)
 
     terms = {k: jnp.mean(v) for k, v in jax.vmap(per_image)(out, feats).items()}
     return terms['total'], terms
@@ -330,7 +333,7 @@ def run(spec, config, workdir: str, params=None, quiet: bool = False) -> str:
     restored = session.checkpointer.restore(0, state)
     state = state if restored is None else restored
     consts = (guidance, (params, targets, inputs.loss_weights(spec.loss)))
-    run_chunk = make_chunk_fn(make_loss_fn(graphdef, spec.loss), optimizer)
+    run_chunk = make_chunk_fn(make_loss_fn(graphdef, spec.loss, spec.vgg_options), optimizer)
     total = jnp.int32(fast.train_steps)
 
     def batches(start):
