@@ -114,12 +114,21 @@ def stylize(content, styles, config: ml_collections.ConfigDict | None = None, *,
   Returns:
     The stylised image, float32 ``[H, W, 3]`` in [0, 1], at the last stage's size.
 
+  Raises:
+    NSTError: also for ``job='fast_train'`` / ``'fast_apply'``: this is the
+      optimisation; a trained network is applied by :func:`nst_jax.fast.stylize`,
+      any job runs with :func:`run`.
+
   Example:
     >>> img = nst_jax.stylize('cat.jpg', 'starry.jpg', sizes=(256,), steps=(100,))
   """
   if isinstance(styles, (str, os.PathLike)) or hasattr(styles, 'shape'):
     styles = [styles]
   c = make_config(config, **overrides)
+  if c.job in ('fast_train', 'fast_apply'):
+    raise NSTError(f'config.job={c.job}: nst_jax.stylize runs the optimisation only; apply '
+                   'a trained network with nst_jax.fast.stylize(nst_jax.fast.load(model), '
+                   'image), or run any job with nst_jax.run(config, workdir)')
   spec = config_lib.validate(c, content=content, styles=tuple(styles))
   c.content = content if isinstance(content, str) else '<array>'
   c.styles = tuple(s if isinstance(s, str) else '<array>' for s in styles)

@@ -314,6 +314,16 @@ def test_config_errors_name_the_field(overrides, message, photos, tmp_path):
     nst_jax.config.validate(nst_jax.make_config(**overrides))
 
 
+@pytest.mark.parametrize('job', ['fast_apply', 'fast_train'])
+def test_stylize_refuses_the_fast_jobs(job):
+  """nst_jax.stylize is the optimisation: a fast job is one line pointing to
+  nst_jax.fast.stylize and nst_jax.run, not a silent optimisation."""
+  image = np.zeros((16, 16, 3), np.float32)
+  with pytest.raises(NSTError, match=f'config.job={job}: .*nst_jax.fast.stylize') as e:
+    nst_jax.stylize(image, image, job=job)
+  assert '\n' not in str(e.value) and 'nst_jax.run' in str(e.value)
+
+
 def test_training_fingerprint_ignores_fields_training_does_not_use(photos):
   """A 40k-step run stays resumable when optimisation-only fields (or fields
   added in a later version) change; a training field refuses it."""
