@@ -11,13 +11,12 @@ grey level per region. Used by tools/make_readme_pictures.py.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _common  # noqa: F401  pylint: disable=unused-import  (the repository on sys.path)
 
 
 def mask_picture(masks: np.ndarray) -> np.ndarray:
@@ -51,11 +50,11 @@ def contact_sheet(items, cols: int = 4, height: int = 200, pad: int = 8,
 
 
 def _load(spec: str) -> np.ndarray:
-  from nst_jax import image_io, masks
+  from nst_jax import image_io, mask_io
   if spec.startswith('mask:'):
     mask_spec, _, like = spec[5:].partition('@')
     hw = image_io.load_image(like).shape[:2] if like else (200, 300)
-    return mask_picture(masks.load_guidance(mask_spec, hw))
+    return mask_picture(mask_io.load_guidance(mask_spec, hw))
   return image_io.load_image(spec)
 
 

@@ -44,19 +44,11 @@ import time
 import numpy as np
 from PIL import Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, 'tools'))
-SHARED = os.path.join(os.path.dirname(ROOT), 'shared', 'images')
+from _common import ROOT, SHARED_IMAGES as SHARED, load1
+from contact_sheet import contact_sheet, mask_picture
+
 HELD_OUT = 'chelsea.png'
 STYLES = ('starry_night.jpg', 'the_scream.jpg')
-
-from contact_sheet import contact_sheet, mask_picture  # pylint: disable=g-import-not-at-top
-
-
-def load1() -> float:
-  with open('/proc/loadavg', encoding='ascii') as f:
-    return float(f.read().split()[0])
 
 
 def train_images(work: str) -> str:
@@ -134,14 +126,14 @@ def demo_pictures(model_dir, photos, params, optimize: bool, out_path: str) -> l
 
 def region_distances(params, image, mask, style_grams, layers) -> np.ndarray:
   """``[R, S]``: masked Gram distance of output region r to style s (see module doc)."""
-  from nst_jax import guidance, objective
+  from nst_jax import layer_masks, losses, objective
   feats = objective.features(params, image, layers)
-  t = guidance.layer_guidance(mask, layers, 'simple')
+  t = layer_masks.layer_guidance(mask, layers, 'simple')
   d = np.zeros((mask.shape[-1], len(style_grams)))
   for r in range(mask.shape[-1]):
     for s, grams in enumerate(style_grams):
       for l in layers:
-        g = np.asarray(guidance.guided_gram(feats[l], t[l][..., r:r + 1])[0])
+        g = np.asarray(losses.guided_gram(feats[l], t[l][..., r:r + 1])[0])
         a = np.asarray(grams[l])
         d[r, s] += np.sum((g - a) ** 2) / np.sum(a * a) / len(layers)
   return d
@@ -160,7 +152,7 @@ def generalisation(model_dir, photos, params, out_path, json_path) -> list:
     photo = fit(nst_jax.load_image(path), 512)
     items.append((os.path.basename(path), photo))
     for form in ('halves_x', 'disc:0.3', 'horizon:0.5'):
-      base = nst_jax.masks.load_guidance(form, photo.shape[:2])
+      base = nst_jax.mask_io.load_guidance(form, photo.shape[:2])
       # Swapped: the same areas with the region channels exchanged; the
       # styles must follow the channels (not the positions) to stay "own".
       for swapped, mask in ((False, base), (True, base[..., ::-1].copy())):

@@ -10,17 +10,13 @@ contact sheet per control into docs/images/ (JPEG). ~1 minute per config on a
 import argparse
 import importlib
 import os
-import sys
 import tempfile
 
 import numpy as np
 from PIL import Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, 'tools'))
-
-from contact_sheet import contact_sheet, mask_picture  # pylint: disable=g-import-not-at-top
+from _common import ROOT
+from contact_sheet import contact_sheet, mask_picture
 
 
 def _run(name, size, steps, params, **overrides):
@@ -42,7 +38,7 @@ def main():
   p.add_argument('--only', nargs='*')
   args = p.parse_args()
   import nst_jax
-  from nst_jax import image_io, masks
+  from nst_jax import image_io, mask_io
   params = nst_jax.load_vgg19()
   out_dir = os.path.join(ROOT, 'docs', 'images')
   os.makedirs(out_dir, exist_ok=True)
@@ -62,14 +58,14 @@ def main():
     if name == 'spatial':
       sheet(name, [('content', content),
                    ('content guidance (horizon:0.5)', mask_picture(
-                       masks.load_guidance(config.content_guidance, content.shape[:2]))),
+                       mask_io.load_guidance(config.content_guidance, content.shape[:2]))),
                    ('style', styles[0]),
                    ('style guidance (horizon:0.65)', mask_picture(
-                       masks.load_guidance(config.style_guidance[0], styles[0].shape[:2]))),
+                       mask_io.load_guidance(config.style_guidance[0], styles[0].shape[:2]))),
                    ('result: guided Grams', image)], cols=5)
     elif name == 'two_style_regions':
       sheet(name, [('content', content), ('regions (halves_x)', mask_picture(
-          masks.load_guidance('halves_x', content.shape[:2]))),
+          mask_io.load_guidance('halves_x', content.shape[:2]))),
                    ('style, left', styles[0]), ('style, right', styles[1]),
                    ('result', image)], cols=5)
     elif name == 'luminance':
