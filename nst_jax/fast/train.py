@@ -260,13 +260,13 @@ def training_targets(spec, styles, params):
 # ---------------------------------------------------------------------------
 
 
-def sample_grid(inputs: np.ndarray, outputs: np.ndarray, pad: int = 4) -> np.ndarray:
-  """Two rows, inputs above outputs: ``[2S + 3pad, n(S + pad) + pad, 3]`` on white."""
-  n, h, w, _ = inputs.shape
+def sample_grid(photos: np.ndarray, outputs: np.ndarray, pad: int = 4) -> np.ndarray:
+  """Two rows, photos above outputs: ``[2S + 3pad, n(S + pad) + pad, 3]`` on white."""
+  n, h, w, _ = photos.shape
   grid = np.ones((2 * h + 3 * pad, n * (w + pad) + pad, 3), np.float32)
   for i in range(n):
     x = pad + i * (w + pad)
-    grid[pad:pad + h, x:x + w] = inputs[i]
+    grid[pad:pad + h, x:x + w] = photos[i]
     grid[2 * pad + h:2 * pad + 2 * h, x:x + w] = outputs[i]
   return grid
 
