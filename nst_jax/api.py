@@ -21,7 +21,6 @@ from nst_jax import plan as plan_lib
 from nst_jax import summaries
 from nst_jax import workdir as workdir_lib
 from nst_jax.errors import NSTError
-from nst_jax.progress import Reporter, plot_losses
 from nst_jax.weights import load_vgg19
 
 log = logging.getLogger(__name__)
@@ -44,38 +43,20 @@ def _execute(spec, config, workdir, params, quiet, checkpoints: bool):
   """Plans, runs and (with a workdir) writes; returns the run's output images."""
   plan = plan_lib.make_plan(spec)
   log.info('%s', plan_lib.describe(plan))
-  hooks, ckpt, kept = [], None, []
-  if workdir is not None:
-    workdir_lib.check_writable(workdir)
-    if checkpoints:
-      ckpt = checkpoint.Checkpointer(
-          workdir, checkpoint.fingerprint(config, plan.signature()),
-          [s.steps for _, s in plan.stages], spec.checkpoint_every, spec.resume)
-    workdir_lib.write_config(workdir, config)
-    kept = workdir_lib.trim_log(workdir, ckpt.point if ckpt else None)
-    hooks.append(workdir_lib.Outputs(workdir, spec))
-    if spec.save_every:
-      hooks.append(workdir_lib.Intermediates(workdir, plan, spec.save_every))
-    hooks.append(summaries.hook(workdir, spec, config, plan))
-  if params is None:
-    params = load_vgg19(spec.weights or None)
-  reporter = Reporter(plan_lib.stage_costs(plan),
-                      workdir_lib.log_path(workdir) if workdir else None,
-                      quiet=quiet or not workdir_lib.writer(), previous=kept)
-  hooks.insert(0, reporter)
-  if ckpt is not None:
-    hooks.append(ckpt)                 # last: saves after the others have seen a chunk
-  restore_signals = ckpt.install_signal_handlers() if ckpt else None
-  try:
-    outputs = engine.execute(plan, params, hooks=hooks, resume=ckpt)
-  finally:
-    reporter.close()
-    if restore_signals:
-      restore_signals()
-    if ckpt:
-      ckpt.close()
-  if workdir is not None and workdir_lib.writer():
-    plot_losses(os.path.join(workdir, workdir_lib.LOSS_PLOT), reporter)
+  fingerprint = checkpoint.fingerprint(config, plan.signature()) if checkpoints else None
+  with workdir_lib.Session(workdir, config, plan_lib.reported_stages(plan),
+                           fingerprint=fingerprint, checkpoint_every=spec.checkpoint_every,
+                           resume=spec.resume, quiet=quiet) as session:
+    files = []
+    if workdir is not None:
+      files.append(workdir_lib.Outputs(workdir, spec))
+      if spec.save_every:
+        files.append(workdir_lib.Intermediates(workdir, plan, spec.save_every))
+      files.append(summaries.hook(workdir, spec, config, session.stages, plan))
+    if params is None:
+      params = load_vgg19(spec.weights or None)
+    outputs = engine.execute(plan, params, hooks=session.hooks(*files),
+                             resume=session.checkpointer)
   if spec.mode == 'scale_mix':
     return outputs[0][0]
   results = sorted(((c.index, image) for phase, out in zip(plan.phases, outputs)
@@ -135,12 +116,21 @@ def stylize(content, styles, config: ml_collections.ConfigDict | None = None, *,
   Returns:
     The stylised image, float32 ``[H, W, 3]`` in [0, 1], at the last stage's size.
 
+  Raises:
+    NSTError: also for ``job='fast_train'`` / ``'fast_apply'``: this is the
+      optimisation; a trained network is applied by :func:`nst_jax.fast.stylize`,
+      any job runs with :func:`run`.
+
   Example:
     >>> img = nst_jax.stylize('cat.jpg', 'starry.jpg', sizes=(256,), steps=(100,))
   """
   if isinstance(styles, (str, os.PathLike)) or hasattr(styles, 'shape'):
     styles = [styles]
   c = make_config(config, **overrides)
+  if c.job in ('fast_train', 'fast_apply'):
+    raise NSTError(f'config.job={c.job}: nst_jax.stylize runs the optimisation only; apply '
+                   'a trained network with nst_jax.fast.stylize(nst_jax.fast.load(model), '
+                   'image), or run any job with nst_jax.run(config, workdir)')
   spec = config_lib.validate(c, content=content, styles=tuple(styles))
   c.content = content if isinstance(content, str) else '<array>'
   c.styles = tuple(s if isinstance(s, str) else '<array>' for s in styles)

@@ -120,18 +120,20 @@ class Checkpointer(Hook):
   def stage_as_saved(self, stage: int, stage_plan):
     """``stage_plan`` with the tile and L-BFGS history the checkpoint of this
     stage was made with (the memory plan may choose others now; the saved
-    optimiser state has that history's shape)."""
+    optimiser state has that history's shape). The engine asks before it
+    runs a stage; that stage's checkpoints record the tile and history returned."""
     point = self.point
-    if point is None or point['stage'] != stage or 'lbfgs_memory' not in point:
-      return stage_plan
-    saved = dict(tile=point['tile'], lbfgs_memory=point['lbfgs_memory'])
-    if saved != dict(tile=stage_plan.tile, lbfgs_memory=stage_plan.lbfgs_memory):
-      log.info('stage %d resumes with its saved tile %d and L-BFGS history %d (the plan '
-               'now chose %d and %d)', stage + 1, saved['tile'], saved['lbfgs_memory'],
-               stage_plan.tile, stage_plan.lbfgs_memory)
-    if stage_plan.memory is not None:          # the estimate of what now runs
-      saved['memory'] = memory.replan(stage_plan.memory, **saved)
-    return dataclasses.replace(stage_plan, **saved)
+    if point is not None and point['stage'] == stage and 'lbfgs_memory' in point:
+      saved = dict(tile=point['tile'], lbfgs_memory=point['lbfgs_memory'])
+      if saved != dict(tile=stage_plan.tile, lbfgs_memory=stage_plan.lbfgs_memory):
+        log.info('stage %d resumes with its saved tile %d and L-BFGS history %d (the plan '
+                 'now chose %d and %d)', stage + 1, saved['tile'], saved['lbfgs_memory'],
+                 stage_plan.tile, stage_plan.lbfgs_memory)
+      if stage_plan.memory is not None:        # the estimate of what now runs
+        saved['memory'] = memory.replan(stage_plan.memory, **saved)
+      stage_plan = dataclasses.replace(stage_plan, **saved)
+    self._choice = dict(tile=int(stage_plan.tile), lbfgs_memory=int(stage_plan.lbfgs_memory))
+    return stage_plan
 
   def skip_stage(self, stage: int) -> bool:
     """True if the checkpoint is in a later stage (this one is done)."""
@@ -162,10 +164,6 @@ class Checkpointer(Hook):
     return list(np.load(path, allow_pickle=False))
 
   # -- engine hooks -----------------------------------------------------
-  def stage_start(self, stage, stage_plan, batch, compile_s, resumed_at):
-    del stage, batch, compile_s, resumed_at
-    self._choice = dict(tile=int(stage_plan.tile), lbfgs_memory=int(stage_plan.lbfgs_memory))
-
   def chunk(self, stage, before, state, metrics, terms):
     del before, metrics, terms
     global_step = self._offset(stage) + int(state.step)

@@ -239,6 +239,12 @@ class RunSpec:
     """True when ``content`` is a folder of images (batch mode)."""
     return isinstance(self.content, (str, os.PathLike)) and os.path.isdir(self.content)
 
+  @property
+  def vgg_options(self) -> dict:
+    """``remat`` and ``activation_dtype`` for the loss's VGG forward
+    (:func:`nst_jax.vgg_features`); targets are computed without them."""
+    return dict(remat=self.remat, activation_dtype=self.activation_dtype)
+
 
 def _split(values) -> tuple:
   """('a,b', 'c') -> ('a', 'b', 'c'); a lone string, number or array -> 1-tuple."""

@@ -73,11 +73,12 @@ MAX_SIDE = 1024                        # long side of an image summary, px
 TERM_TAGS = ('content', 'style', 'tv')  # per chunk; 'total' is per step
 
 
-def hook(workdir: str, spec, config, plan=None) -> Hook:
+def hook(workdir: str, spec, config, stages, plan=None) -> Hook:
   """The run's :class:`TensorBoard` hook, or a no-op :class:`Hook` when
-  ``spec.tensorboard`` is off. ``plan``: the optimisation's (names the images;
-  None for ``fast_train``, which writes losses and config only)."""
-  return TensorBoard(workdir, config, plan) if spec.tensorboard else Hook()
+  ``spec.tensorboard`` is off. ``stages``: ``(hw, steps, images)`` per stage
+  (:func:`nst_jax.plan.reported_stages`); ``plan``: the optimisation's (names
+  the images; None for ``fast_train``, which writes losses and config only)."""
+  return TensorBoard(workdir, config, stages, plan) if spec.tensorboard else Hook()
 
 
 class TensorBoard(Hook):
@@ -86,12 +87,14 @@ class TensorBoard(Hook):
   Args:
     workdir: where the event files go.
     config: the run's ConfigDict (written as text).
+    stages: ``(hw, steps, images)`` per stage (its steps place it on the axis).
     plan: the optimisation's :class:`~nst_jax.plan.Plan`, or None (no images;
       the file closes after the last stage instead of the last phase).
   """
 
-  def __init__(self, workdir: str, config, plan=None):
+  def __init__(self, workdir: str, config, stages, plan=None):
     self.workdir, self.config = workdir, config
+    self.steps = [steps for _, steps, _ in stages]
     self.every = plan.spec.save_every if plan is not None else 0
     self.phases = len(plan.phases) if plan is not None else None
     # Per global stage: (tag prefix, image names or None for a single image).
@@ -103,12 +106,12 @@ class TensorBoard(Hook):
     self._events = None
 
   # -- engine hooks -----------------------------------------------------
-  def stage_skipped(self, stage, stage_plan):
+  def stage_skipped(self, stage):
     self._offsets[stage] = self._next
-    self._next += stage_plan.steps
+    self._next += self.steps[stage]
 
-  def stage_start(self, stage, stage_plan, batch, compile_s, resumed_at):
-    self.stage_skipped(stage, stage_plan)
+  def stage_start(self, stage, compile_s, resumed_at):
+    self.stage_skipped(stage)
     self._ran = True
     if self._events is None and writer():
       self._open(self._offsets[stage] + resumed_at)
