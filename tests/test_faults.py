@@ -94,3 +94,22 @@ def test_image_size_follows_max_input_pixels_past_pillows_own_limit(tmp_path):
   assert image_io.image_size(bomb, 20000 * 20000) == (20000, 20000)
 
 
+# -- 2. a coordinator address that is not HOST:PORT ----------------------------
+
+
+@pytest.mark.parametrize('address', ['not-an-address', 'host:', 'host:99999', '::1:80'])
+def test_bad_coordinator_address_is_one_line(tmp_path, address):
+  r = _run([f'--workdir={tmp_path}/w', f'--coordinator_address={address}',
+            '--num_processes=2', '--process_id=0'], timeout=120)
+  line = _one_error(r)
+  assert f'--coordinator_address={address!r} must be HOST:PORT' in line
+  assert len(r.stderr.strip().splitlines()) == 1
+  assert not os.path.exists(tmp_path / 'w')
+
+
+def test_good_coordinator_addresses_pass():
+  from nst_jax import distributed
+  for address in ('10.0.0.1:1234', 'localhost:8476', '[::1]:1234', 'host-a.b:65535'):
+    distributed.check_address(address)
+
+
