@@ -19,16 +19,31 @@ loop continues; the final image is bit-identical to an uninterrupted run on
 CPU (tested, for one image and for a batch). A checkpoint from a different
 config (fingerprint mismatch) is refused with a one-line error rather than
 silently mixed.
+
+A save the disk cannot hold is refused before orbax starts (free space
+below the state's uncompressed size: orbax failing midway leaves its writer
+threads running and complaining), and one that fails anyway (the disk filled
+meanwhile) removes its partial temp directory; both raise
+:class:`nst_jax.files.WriteError` naming the checkpoint, and the previous
+checkpoint stays intact. Orbax's log records of a failure that becomes such
+a line (its threads log each I/O error with a traceback) are dropped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import glob
 import hashlib
 import json
 import logging
 import os
+import re
+import shutil
 import signal
+import sys
+import time
 
 import jax
 import numpy as np
@@ -36,7 +51,7 @@ import numpy as np
 from nst_jax import sharding
 from nst_jax.engine import Hook
 from nst_jax.errors import NSTError
-from nst_jax.files import atomic_write
+from nst_jax.files import WriteError, atomic_write, free_bytes, write_error
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +101,17 @@ class Checkpointer(Hook):
     self.fingerprint = config_fingerprint
     self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINTS))
     if not resume and os.path.isdir(self.directory) and jax.process_index() == 0:
-      import shutil  # pylint: disable=g-import-not-at-top
       shutil.rmtree(self.directory)
     if jax.process_count() > 1:             # nobody reads before process 0 cleared
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices('nst_jax checkpoints ready')
+    self.stop_signal = None
+    os.makedirs(self.directory, exist_ok=True)   # a full disk: one line from main
     self.manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(
-            max_to_keep=2, enable_async_checkpointing=False, create=True),
+            max_to_keep=2, enable_async_checkpointing=False, create=True,
+            cleanup_tmp_directories=True),   # a save cut by a kill or a full disk
         item_names=('state', 'meta'))
-    self.stop_signal = None
     self.point = self._latest_point()
     self._last_saved = None
     self._stage_steps = list(stage_steps)
@@ -196,11 +212,13 @@ class Checkpointer(Hook):
     if self.manager.latest_step() == global_step:
       self._last_saved = global_step
       return
-    self.manager.save(global_step, args=self._ocp.args.Composite(
-        state=self._ocp.args.StandardSave(state),
-        meta=self._ocp.args.JsonSave({'stage': stage, 'step': step,
-                                      'fingerprint': self.fingerprint, **self._choice})))
-    self.manager.wait_until_finished()
+    meta = {'stage': stage, 'step': step, 'fingerprint': self.fingerprint,
+            **self._choice}
+    self._check_space(global_step, state)
+    with self._writing(global_step):
+      self.manager.save(global_step, args=self._ocp.args.Composite(
+          state=self._ocp.args.StandardSave(state), meta=self._ocp.args.JsonSave(meta)))
+      self.manager.wait_until_finished()
     self._last_saved = global_step
 
   def check_stop(self, stage: int, global_step: int, state):
@@ -225,6 +243,112 @@ class Checkpointer(Hook):
 
   def close(self):
     self.manager.close()
+
+  # -- failures as one line -----------------------------------------------
+  def _step_path(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def _check_space(self, step: int, state) -> None:
+    """Refuses a save the disk cannot hold (this process's share of the
+    state, uncompressed, + 1 MiB): orbax failing midway leaves its writer
+    threads running, writing and complaining after the error."""
+    need = sum(_bytes_written(x) for x in jax.tree.leaves(state)) + (1 << 20)
+    free = free_bytes(self.directory)
+    if sharding.agree(int(free < need)):       # the processes refuse together
+      raise WriteError(errno.ENOSPC, f'{os.strerror(errno.ENOSPC)} (a checkpoint needs '
+                       f'up to {need / 1e6:.1f} MB, {free / 1e6:.1f} MB free)',
+                       self._step_path(step))
+
+  @contextlib.contextmanager
+  def _writing(self, step: int):
+    """An I/O failure of a save (the disk filled meanwhile): a WriteError,
+    once orbax's writers have stopped and its temp directory is removed.
+    Orbax's writer threads report their failures as unraisable exceptions
+    'Event loop is closed' (a trace each), also after the save gave up:
+    those are dropped from the save on, and after a failure for good."""
+    path, previous = self._step_path(step), sys.unraisablehook
+    def failed(e):
+      error = _write_error(e, path)
+      if error is not None and jax.process_index() == 0:
+        for tmp in glob.glob(f'{glob.escape(path)}.orbax-checkpoint-tmp*'):
+          _settle(tmp)
+          shutil.rmtree(tmp, ignore_errors=True)
+      return error
+    sys.unraisablehook = lambda u: None if _closed_loop(u.exc_value) else previous(u)
+    with _orbax_failures(failed):
+      yield
+    sys.unraisablehook = previous
+
+
+class _Hold(logging.Filter):
+  """Keeps the records it sees instead of letting them through."""
+
+  def __init__(self):
+    super().__init__()
+    self.records = []
+
+  def filter(self, record):
+    self.records.append(record)
+    return False
+
+
+@contextlib.contextmanager
+def _orbax_failures(convert):
+  """Runs orbax calls with their log records held (orbax logs through absl).
+  An exception that ``convert`` turns into a one-line error is raised as that,
+  and the held records are dropped; otherwise they are passed on."""
+  logger, hold = logging.getLogger('absl'), _Hold()
+  logger.addFilter(hold)
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except  (convert decides)
+    error = convert(e)
+    if error is None:
+      raise
+    hold.records.clear()
+    raise error from None
+  finally:
+    logger.removeFilter(hold)
+    for record in hold.records:
+      logger.handle(record)
+
+
+def _bytes_written(x) -> int:
+  """The bytes of ``x`` this process writes (one replica of its shards)."""
+  shards = getattr(x, 'addressable_shards', None)
+  if shards is None:
+    return int(np.asarray(x).nbytes)
+  return sum(int(s.data.nbytes) for s in shards if s.replica_id == 0)
+
+
+def _settle(directory: str, quiet_s: float = 0.2, limit_s: float = 5.0) -> None:
+  """Waits until nothing in ``directory`` changed for ``quiet_s`` seconds."""
+  def snapshot():
+    return sorted((r, n, os.path.getsize(os.path.join(r, n))) for r, _, ns in
+                  os.walk(directory) for n in ns if os.path.exists(os.path.join(r, n)))
+  last, since, start = None, 0.0, time.monotonic()
+  while time.monotonic() - start < limit_s:
+    now = snapshot()
+    if now != last:
+      last, since = now, time.monotonic()
+    elif time.monotonic() - since >= quiet_s:
+      return
+    time.sleep(0.05)
+
+
+def _closed_loop(e) -> bool:
+  return isinstance(e, RuntimeError) and str(e) == 'Event loop is closed'
+
+
+def _write_error(e: Exception, path: str) -> WriteError | None:
+  """An I/O failure of orbax (an ``OSError``, or tensorstore's status with an
+  ``os_error_code``) as a :class:`WriteError` naming ``path``; None otherwise."""
+  if isinstance(e, OSError):
+    return write_error(e, path, os.path.dirname(path))
+  code = re.search(r"os_error_code='?(\d+)", str(e))
+  if code is None:
+    return None
+  return WriteError(int(code.group(1)), os.strerror(int(code.group(1))), path)
 
 
 def _dtype(x):

@@ -5,7 +5,8 @@ Images inside the library are float32 RGB arrays in [0, 1], ``[H, W, 3]``.
 palette, CMYK, 16-bit and 32-bit integer, float), respects the EXIF orientation
 and keeps Pillow's decompression-bomb guard on. Alpha is composited over white.
 :func:`save_image` writes to a temp file beside the target, then renames, so a
-crash never leaves a half-written image.
+crash never leaves a half-written image (a failed write raises
+:class:`nst_jax.files.WriteError`, an ``OSError`` naming the file).
 """
 
 from __future__ import annotations
@@ -246,7 +247,4 @@ def save_image(path: str, image, bits: int = 8, dpi: float | None = None) -> Non
     if dpi:
       kwargs['dpi'] = (float(dpi), float(dpi))
     write = lambda f: pil.save(f, format=fmt, **kwargs)
-  try:
-    atomic_write(path, write)
-  except OSError as e:
-    raise NSTError(f'cannot write {path}: {e.strerror or e}') from None
+  atomic_write(path, write)       # a failed write: files.WriteError naming the path

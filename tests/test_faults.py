@@ -113,3 +113,117 @@ def test_good_coordinator_addresses_pass():
     distributed.check_address(address)
 
 
+# -- 3. a full disk ------------------------------------------------------------
+
+
+def test_atomic_write_that_fails_leaves_nothing_and_names_the_file(tmp_path):
+  path = tmp_path / 'out' / 'final.tif'
+
+  def write(f):
+    f.write(b'x' * 4064)
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  with pytest.raises(files.WriteError) as e:
+    files.atomic_write(str(path), write)
+  assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)
+  assert str(e.value) == f'cannot write {path}: no space left on device'
+  assert os.listdir(tmp_path / 'out') == []
+
+
+def test_short_write_without_errno_on_a_full_disk_is_no_space(tmp_path, monkeypatch):
+  """numpy's tofile says only 'N requested and M written'; the disk says why."""
+  monkeypatch.setattr(files, 'free_bytes', lambda directory: 4096)
+
+  def write(f):
+    raise OSError('130560 requested and 4064 written')
+  with pytest.raises(files.WriteError, match='no space left on device'):
+    files.atomic_write(str(tmp_path / 'a.npy'), write)
+  monkeypatch.setattr(files, 'free_bytes', lambda directory: 1 << 40)
+  with pytest.raises(files.WriteError, match='130560 requested and 4064 written'):
+    files.atomic_write(str(tmp_path / 'a.npy'), write)
+
+
+def test_checkpoint_save_on_a_full_disk(tmp_path, caplog):
+  """Orbax's failure (tensorstore's status, logged by its threads with a
+  traceback) becomes one WriteError; its temp directory is removed."""
+  import jax.numpy as jnp
+  from nst_jax import checkpoint
+  ckpt = checkpoint.Checkpointer(str(tmp_path), 'f', [4], every=1)
+  state = collections.namedtuple('State', 'pixels step')(jnp.zeros((1, 4, 4, 3)),
+                                                          jnp.int32(1))
+
+  def save(step, args):
+    del args
+    os.makedirs(os.path.join(ckpt.directory, f'{step}.orbax-checkpoint-tmp-0', 'state'))
+    logging.getLogger('absl').error('Traceback (most recent call last): ...')
+    raise ValueError('RESOURCE_EXHAUSTED: Error writing "pixels/0.0.0.0" in OCDBT '
+                     "database: No space left on device [os_error_code='28']")
+  ckpt.manager.save = save
+  with caplog.at_level(logging.INFO), pytest.raises(files.WriteError) as e:
+    ckpt.save(0, 1, state, force=True)
+  assert str(e.value) == (f'cannot write {ckpt.directory}/1: no space left on device')
+  assert 'Traceback' not in caplog.text
+  assert _half_written(str(tmp_path)) == []
+  ckpt.close()
+
+
+@pytest.mark.parametrize('where', ['output', 'phase_output'])
+def test_cli_full_disk_simulated(tmp_path, where, vgg_params):
+  """ENOSPC in the 16-bit TIFF writer, or numpy's errno-less short write of
+  the phase outputs on a disk with nothing left: one line, nothing half-written."""
+  work = tmp_path / 'w'
+  patch = {
+      'output': ('import errno, os\nfrom nst_jax import image_io\n'
+                 'def full(f, image, dpi=None):\n'
+                 '  f.write(b"II*\\0" * 1016)\n'
+                 '  raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))\n'
+                 'image_io.write_tiff16 = full'),
+      'phase_output': ('import numpy\nfrom nst_jax import files\n'
+                       'free, left = files.free_bytes, []\n'
+                       'def full(f, *a, **k):\n'
+                       '  f.write(b"\\x93NUMPY" * 580)\n'
+                       '  left.append(0)\n'
+                       '  raise OSError("130560 requested and 4064 written")\n'
+                       'numpy.save = full\n'
+                       'files.free_bytes = lambda d: left[0] if left else free(d)'),
+  }[where]
+  r = _run([*SMALL, f'--workdir={work}', '--config.output=final.tif',
+            '--config.output_bits=16'], code=patch)
+  line = _one_error(r)
+  path = {'output': work / 'final.tif',
+          'phase_output': work / 'checkpoints' / 'phase_outputs' / '0.npy'}[where]
+  assert line == (f'error: cannot write {path}: no space left on device; free some '
+                  'space, then run the same command again'), line
+  assert not path.exists() and _half_written(str(work)) == []
+
+
+@pytest.fixture()
+def small_tmpfs(tmp_path):
+  """A 3 MB tmpfs (needs root and mount); skipped where it cannot be mounted."""
+  mount = tmp_path / 'tmpfs'
+  mount.mkdir()
+  if not shutil.which('mount') or os.geteuid() != 0:
+    pytest.skip('mounting a tmpfs needs root and mount(8)')
+  r = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', str(mount)],
+                     capture_output=True, text=True)
+  if r.returncode != 0:
+    pytest.skip(f'cannot mount a tmpfs here: {r.stderr.strip()}')
+  try:
+    yield mount
+  finally:
+    subprocess.run(['umount', str(mount)], check=False)
+
+
+def test_cli_full_disk_on_a_real_3mb_tmpfs(small_tmpfs, vgg_params):
+  """256 px, 16-bit TIFF, a checkpoint every step: whichever write hits the
+  full disk first (orbax, the phase outputs, the image) is one line."""
+  work = small_tmpfs / 'w'
+  r = _run(['--config=configs/default.py', f'--workdir={work}', '--config.sizes=256',
+            '--config.steps=4', '--config.log_every=1', '--config.checkpoint_every=1',
+            '--config.output=final.tif', '--config.output_bits=16', '--quiet'])
+  line = _one_error(r)
+  assert line.startswith(f'error: cannot write {work}') or f'(in {work})' in line, line
+  assert 'no space left on device' in line
+  assert _half_written(str(work)) == []
+  assert not (work / 'final.tif').exists()
+
+
