@@ -20,6 +20,14 @@ CPU (tested, for one image and for a batch). A checkpoint from a different
 config (fingerprint mismatch) is refused with a one-line error rather than
 silently mixed.
 
+A damaged checkpoint (bytes overwritten, files cut or missing: anything
+orbax, tensorstore or numpy cannot read back, or phase outputs that are not
+images in [0, 1]) is refused too, with one line naming it and the way out,
+``--config.resume=False`` (which deletes ``checkpoints/`` and starts over).
+It is not skipped silently: the run would then overwrite hours of saved
+work that a transient read error (a network file system) or a restore from
+backup might still recover.
+
 A save the disk cannot hold is refused before orbax starts (free space
 below the state's uncompressed size: orbax failing midway leaves its writer
 threads running and complaining), and one that fails anyway (the disk filled
@@ -38,6 +46,7 @@ import glob
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -46,6 +55,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import sharding
@@ -107,12 +117,13 @@ class Checkpointer(Hook):
       multihost_utils.sync_global_devices('nst_jax checkpoints ready')
     self.stop_signal = None
     os.makedirs(self.directory, exist_ok=True)   # a full disk: one line from main
-    self.manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(
-            max_to_keep=2, enable_async_checkpointing=False, create=True,
-            cleanup_tmp_directories=True),   # a save cut by a kill or a full disk
-        item_names=('state', 'meta'))
-    self.point = self._latest_point()
+    with self._reading(self.directory):     # orbax logs what it cannot read: held
+      self.manager = ocp.CheckpointManager(
+          self.directory, options=ocp.CheckpointManagerOptions(
+              max_to_keep=2, enable_async_checkpointing=False, create=True,
+              cleanup_tmp_directories=True),   # a save cut by a kill or a full disk
+          item_names=('state', 'meta'))
+      self.point = self._latest_point()
     self._last_saved = None
     self._stage_steps = list(stage_steps)
     self._choice = {}                        # the running stage's tile and history
@@ -122,8 +133,9 @@ class Checkpointer(Hook):
     step = self.manager.latest_step()
     if step is None:
       return None
-    meta = self.manager.restore(step, args=self._ocp.args.Composite(
-        meta=self._ocp.args.JsonRestore()))['meta']
+    with self._reading(self._step_path(step)):
+      meta = self.manager.restore(step, args=self._ocp.args.Composite(
+          meta=self._ocp.args.JsonRestore()))['meta']
     if meta.get('fingerprint') != self.fingerprint:
       raise NSTError(f'{self.directory} holds a checkpoint of a different config; '
                      'use another --workdir, or --config.resume=False to start over')
@@ -164,15 +176,25 @@ class Checkpointer(Hook):
     abstract = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(np.shape(x), _dtype(x), sharding=s),
         template, shardings)
-    return self.manager.restore(self.point['global_step'], args=self._ocp.args.Composite(
-        state=self._ocp.args.StandardRestore(abstract)))['state']
+    step, path = self.point['global_step'], self._step_path(self.point['global_step'])
+    with self._reading(path):
+      state = self.manager.restore(step, args=self._ocp.args.Composite(
+          state=self._ocp.args.StandardRestore(abstract)))['state']
+    if 'digest' in self.point and digest(state) != self.point['digest']:
+      raise self._damaged(path, 'its arrays differ from the digest saved with them')
+    return state
 
   def phase_output(self, index: int):
     """A finished phase's images, saved by :meth:`phase_end`, or None."""
     path = os.path.join(self.directory, PHASE_OUTPUTS, f'{index}.npy')
     if not os.path.exists(path):
       return None
-    return list(np.load(path, allow_pickle=False))
+    with self._reading(path):
+      images = np.load(path, allow_pickle=False)
+      if not (images.dtype == np.float32 and np.isfinite(images).all() and
+              -1e-6 <= images.min() and images.max() <= 1 + 1e-6):
+        raise ValueError('not images in [0, 1]')
+    return list(images)
 
   # -- engine hooks -----------------------------------------------------
   def stage_start(self, stage, stage_plan, batch, compile_s, resumed_at):
@@ -213,7 +235,7 @@ class Checkpointer(Hook):
       self._last_saved = global_step
       return
     meta = {'stage': stage, 'step': step, 'fingerprint': self.fingerprint,
-            **self._choice}
+            'digest': digest(state), **self._choice}
     self._check_space(global_step, state)
     with self._writing(global_step):
       self.manager.save(global_step, args=self._ocp.args.Composite(
@@ -247,6 +269,15 @@ class Checkpointer(Hook):
   # -- failures as one line -----------------------------------------------
   def _step_path(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
+
+  def _reading(self, path: str):
+    """Any failure to read ``path`` back is a damaged checkpoint (one line)."""
+    return _orbax_failures(lambda e: e if isinstance(e, NSTError) else self._damaged(
+        path, (str(e).strip().splitlines() or [type(e).__name__])[0][:200]))
+
+  def _damaged(self, path: str, why: str) -> NSTError:
+    return NSTError(f'checkpoint {path} is damaged or unreadable ({why}); rerun with '
+                    f'--config.resume=False to start over (deletes {self.directory})')
 
   def _check_space(self, step: int, state) -> None:
     """Refuses a save the disk cannot hold (this process's share of the
@@ -338,6 +369,31 @@ def _settle(directory: str, quiet_s: float = 0.2, limit_s: float = 5.0) -> None:
 
 def _closed_loop(e) -> bool:
   return isinstance(e, RuntimeError) and str(e) == 'Event loop is closed'
+
+
+def digest(state) -> list[int]:
+  """Per leaf of ``state``, two sums of its bits as uint32 words (plain and
+  position-weighted, mod 2**32), saved in the meta and checked on restore:
+  orbax reads overwritten bytes back without complaint (no checksums). The
+  sums are exact and order-free, so equal on any mesh and any number of
+  processes (a collective with several: every process calls it)."""
+  return [int(v) for v in sharding.to_host(_digest(state))]
+
+
+@jax.jit
+def _digest(state):
+  sums = []
+  for x in jax.tree.leaves(state):
+    x = jnp.asarray(x)
+    if x.dtype == jnp.bool_:
+      x = x.astype(jnp.uint8)
+    words = jax.lax.bitcast_convert_type(
+        x, jnp.dtype(f'uint{8 * x.dtype.itemsize}')).astype(jnp.uint32)
+    position = sum((jax.lax.broadcasted_iota(jnp.uint32, x.shape, d) *
+                    jnp.uint32(math.prod(x.shape[d + 1:]) % 2**32)
+                    for d in range(x.ndim)), jnp.uint32(1))   # no reshape of shards
+    sums += [jnp.sum(words, dtype=jnp.uint32), jnp.sum(words * position, dtype=jnp.uint32)]
+  return jnp.stack(sums) if sums else jnp.zeros((0,), jnp.uint32)
 
 
 def _write_error(e: Exception, path: str) -> WriteError | None:
