@@ -287,3 +287,54 @@ def test_digest_is_exact_and_sees_one_bit():
   assert checkpoint.digest(dict(tree, pixels=jnp.asarray(c))) != d
 
 
+# -- 5. two runs on one workdir -------------------------------------------------
+
+_HOLD = ('import sys, time\nfrom nst_jax import workdir\n'
+         'with workdir.locked(sys.argv[1]):\n'
+         '  print("locked", flush=True)\n'
+         '  time.sleep(120)\n')
+
+
+def _holder(work):
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  p = subprocess.Popen([sys.executable, '-c', _HOLD, str(work)], cwd=ROOT, env=env,
+                       stdout=subprocess.PIPE, text=True)
+  assert p.stdout.readline().strip() == 'locked'
+  return p
+
+
+def test_second_run_on_a_workdir_in_use_stops_naming_the_first(tmp_path):
+  work = tmp_path / 'w'
+  first = _holder(work)
+  try:
+    r = _run([*SMALL, f'--workdir={work}'])
+    line = _one_error(r)
+    assert line.startswith(f'error: workdir {work} is in use by another run (pid '
+                           f'{first.pid} on '), line
+    assert not (work / 'config.json').exists() and not (work / 'checkpoints').exists()
+  finally:
+    first.kill()                                  # SIGKILL: the kernel drops the lock
+    first.wait()
+  with workdir_lib.locked(str(work)):
+    assert open(work / workdir_lib.LOCK_FILE).read().startswith(f'pid {os.getpid()} ')
+
+
+def test_stylize_takes_the_workdir_lock(tmp_path):
+  import nst_jax
+  from nst_jax.config import asset
+  work = str(tmp_path / 'w')
+  with workdir_lib.locked(work):
+    with pytest.raises(NSTError, match=f'workdir {work} is in use by another run'):
+      nst_jax.stylize(asset('chelsea.png'), asset('starry_night.jpg'), workdir=work,
+                      sizes=(16,), steps=(1,))
+  with workdir_lib.locked(work):                 # released again
+    pass
+
+
+def test_lock_leaves_a_runs_own_peers_alone(tmp_path, monkeypatch):
+  """Only process 0 writes, so only it locks: its peers share the workdir."""
+  work = str(tmp_path / 'w')
+  with workdir_lib.locked(work):
+    monkeypatch.setattr(workdir_lib, 'writer', lambda: False)
+    with workdir_lib.locked(work):
+      pass
