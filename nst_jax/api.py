@@ -79,13 +79,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   spec = config_lib.validate(config)
   if spec.compilation_cache:
     engine.enable_compilation_cache()
-  if spec.job == 'fast_train':
-    from nst_jax.fast import train  # pylint: disable=g-import-not-at-top
-    return train.run(spec, config, workdir, params=params, quiet=quiet)
-  if spec.job == 'fast_apply':
-    from nst_jax.fast import apply  # pylint: disable=g-import-not-at-top
-    return apply.run(spec, config, workdir, quiet=quiet)
-  return _execute(spec, config, workdir, params, quiet, checkpoints=True)
+  with workdir_lib.locked(workdir):         # one run at a time in a workdir
+    if spec.job == 'fast_train':
+      from nst_jax.fast import train  # pylint: disable=g-import-not-at-top
+      return train.run(spec, config, workdir, params=params, quiet=quiet)
+    if spec.job == 'fast_apply':
+      from nst_jax.fast import apply  # pylint: disable=g-import-not-at-top
+      return apply.run(spec, config, workdir, quiet=quiet)
+    return _execute(spec, config, workdir, params, quiet, checkpoints=True)
 
 
 def result_path(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -109,7 +110,8 @@ def stylize(content, styles, config: ml_collections.ConfigDict | None = None, *,
     styles: one style (path or array) or a list of them.
     config: a ConfigDict (default: :func:`nst_jax.get_default_config`).
     params: VGG19 params from :func:`load_vgg19` (loaded once if omitted).
-    workdir: if given, also write the CLI's files there (no checkpoints).
+    workdir: if given, also write the CLI's files there (no checkpoints),
+      holding its lock meanwhile (:func:`nst_jax.workdir.locked`).
     quiet: no progress line.
     **overrides: config fields, e.g. ``sizes=(128,), steps=(50,)``.
 
@@ -134,5 +136,6 @@ def stylize(content, styles, config: ml_collections.ConfigDict | None = None, *,
   spec = config_lib.validate(c, content=content, styles=tuple(styles))
   c.content = content if isinstance(content, str) else '<array>'
   c.styles = tuple(s if isinstance(s, str) else '<array>' for s in styles)
-  out = _execute(spec, c, workdir, params, quiet, checkpoints=False)
+  with workdir_lib.locked(workdir):         # one run at a time in a workdir
+    out = _execute(spec, c, workdir, params, quiet, checkpoints=False)
   return out if isinstance(out, list) else np.asarray(out, np.float32)

@@ -10,18 +10,25 @@
 ``intermediates/``        ``stageK_stepNNNNN.png`` every ``save_every`` steps
                           (``<stem>_stageK_stepNNNNN.png`` in batch mode)
 ``checkpoints/``          orbax checkpoints (:mod:`nst_jax.checkpoint`)
+``.lock``                 held while a run uses the workdir (:func:`locked`)
 ========================  ====================================================
 
-Only process 0 of a multi-host run writes. :class:`Session` is what every
-run with a workdir shares (the optimisation and fast-network training): the
-checks, checkpoints, ``config.json``, the loss log, progress, stop signals
-and the plot.
+Only process 0 of a multi-host run writes, and only it takes the lock: a
+second run on the same workdir stops with one line naming the first's pid
+(exit 2) instead of writing the same checkpoints and outputs.
+:class:`Session` is what every run with a workdir shares (the optimisation
+and fast-network training): the checks, checkpoints, ``config.json``, the
+loss log, progress, stop signals and the plot.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import os
+import socket
 
 import jax
 
@@ -40,6 +47,9 @@ CONFIG_FILE = 'config.json'
 INTERMEDIATES = 'intermediates'
 MIXED_STYLE = 'mixed_style.png'
 BATCH_DIR = 'batch'
+LOCK_FILE = '.lock'
+
+log = logging.getLogger(__name__)
 
 
 def writer() -> bool:
@@ -56,6 +66,38 @@ def check_writable(workdir: str) -> None:
     os.unlink(probe)
   except OSError as e:
     raise NSTError(f'workdir {workdir} is not writable ({e.strerror or e})') from None
+
+
+@contextlib.contextmanager
+def locked(workdir: str | None):
+  """Holds ``workdir``'s lock for the body (process 0; no-op for None).
+
+  ``flock`` on ``workdir/.lock``, which then holds our pid: another run that
+  holds it makes this an :class:`NSTError` naming its pid. The kernel drops
+  the lock when the file is closed or the process dies, ``kill -9`` included;
+  a file system without locks (some network mounts) gets a warning.
+  """
+  if workdir is None or not writer():
+    yield
+    return
+  check_writable(workdir)
+  fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or 'pid unknown'
+      raise NSTError(f'workdir {workdir} is in use by another run ({holder}); wait for '
+                     'it to end, or use another --workdir') from None
+    except OSError as e:
+      log.warning('cannot lock %s (%s): a second run on it would not be stopped',
+                  workdir, e.strerror or e)
+    else:
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, f'pid {os.getpid()} on {socket.gethostname()}\n'.encode(), 0)
+    yield
+  finally:
+    os.close(fd)
 
 
 def write_config(workdir: str, config) -> None:
