@@ -13,7 +13,14 @@ Example:
   >>> out = nst_jax.fast.stylize(nst_jax.fast.load(), 'photo.jpg')  # feed-forward
 """
 
-from nst_jax import fast
+import warnings
+
+# `python -m nst_jax.weights` (the offline weights converter) runs a module this
+# package has already imported; runpy's warning about that is noise here.
+warnings.filterwarnings('ignore', message="'nst_jax.weights' found in sys.modules",
+                        category=RuntimeWarning)
+
+from nst_jax import fast  # pylint: disable=g-import-not-at-top,wrong-import-position
 from nst_jax import mask_io
 from nst_jax.api import make_config, run, stylize
 from nst_jax.config import get_default_config

@@ -18,9 +18,9 @@ from nst_jax import checkpoint
 from nst_jax import config as config_lib
 from nst_jax import engine
 from nst_jax import plan as plan_lib
+from nst_jax import summaries
 from nst_jax import workdir as workdir_lib
 from nst_jax.errors import NSTError
-from nst_jax.progress import Reporter, plot_losses
 from nst_jax.weights import load_vgg19
 
 log = logging.getLogger(__name__)
@@ -43,37 +43,20 @@ def _execute(spec, config, workdir, params, quiet, checkpoints: bool):
   """Plans, runs and (with a workdir) writes; returns the run's output images."""
   plan = plan_lib.make_plan(spec)
   log.info('%s', plan_lib.describe(plan))
-  hooks, ckpt, kept = [], None, []
-  if workdir is not None:
-    workdir_lib.check_writable(workdir)
-    if checkpoints:
-      ckpt = checkpoint.Checkpointer(
-          workdir, checkpoint.fingerprint(config, plan.signature()),
-          [s.steps for _, s in plan.stages], spec.checkpoint_every, spec.resume)
-    workdir_lib.write_config(workdir, config)
-    kept = workdir_lib.trim_log(workdir, ckpt.point if ckpt else None)
-    hooks.append(workdir_lib.Outputs(workdir, spec))
-    if spec.save_every:
-      hooks.append(workdir_lib.Intermediates(workdir, plan, spec.save_every))
-  if params is None:
-    params = load_vgg19(spec.weights or None, network=spec.network)
-  reporter = Reporter(plan_lib.stage_costs(plan),
-                      workdir_lib.log_path(workdir) if workdir else None,
-                      quiet=quiet or not workdir_lib.writer(), previous=kept)
-  hooks.insert(0, reporter)
-  if ckpt is not None:
-    hooks.append(ckpt)                 # last: saves after the others have seen a chunk
-  restore_signals = ckpt.install_signal_handlers() if ckpt else None
-  try:
-    outputs = engine.execute(plan, params, hooks=hooks, resume=ckpt)
-  finally:
-    reporter.close()
-    if restore_signals:
-      restore_signals()
-    if ckpt:
-      ckpt.close()
-  if workdir is not None and workdir_lib.writer():
-    plot_losses(os.path.join(workdir, workdir_lib.LOSS_PLOT), reporter)
+  fingerprint = checkpoint.fingerprint(config, plan.signature()) if checkpoints else None
+  with workdir_lib.Session(workdir, config, plan_lib.reported_stages(plan),
+                           fingerprint=fingerprint, checkpoint_every=spec.checkpoint_every,
+                           resume=spec.resume, quiet=quiet) as session:
+    files = []
+    if workdir is not None:
+      files.append(workdir_lib.Outputs(workdir, spec))
+      if spec.save_every:
+        files.append(workdir_lib.Intermediates(workdir, plan, spec.save_every))
+      files.append(summaries.hook(workdir, spec, config, session.stages, plan))
+    if params is None:
+      params = load_vgg19(spec.weights or None, network=spec.network)
+    outputs = engine.execute(plan, params, hooks=session.hooks(*files),
+                             resume=session.checkpointer)
   if spec.mode == 'scale_mix':
     return outputs[0][0]
   results = sorted(((c.index, image) for phase, out in zip(plan.phases, outputs)
@@ -96,13 +79,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   spec = config_lib.validate(config)
   if spec.compilation_cache:
     engine.enable_compilation_cache()
-  if spec.job == 'fast_train':
-    from nst_jax.fast import train  # pylint: disable=g-import-not-at-top
-    return train.run(spec, config, workdir, params=params, quiet=quiet)
-  if spec.job == 'fast_apply':
-    from nst_jax.fast import apply  # pylint: disable=g-import-not-at-top
-    return apply.run(spec, config, workdir, quiet=quiet)
-  return _execute(spec, config, workdir, params, quiet, checkpoints=True)
+  with workdir_lib.locked(workdir):         # one run at a time in a workdir
+    if spec.job == 'fast_train':
+      from nst_jax.fast import train  # pylint: disable=g-import-not-at-top
+      return train.run(spec, config, workdir, params=params, quiet=quiet)
+    if spec.job == 'fast_apply':
+      from nst_jax.fast import apply  # pylint: disable=g-import-not-at-top
+      return apply.run(spec, config, workdir, quiet=quiet)
+    return _execute(spec, config, workdir, params, quiet, checkpoints=True)
 
 
 def result_path(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -126,12 +110,18 @@ def stylize(content, styles, config: ml_collections.ConfigDict | None = None, *,
     styles: one style (path or array) or a list of them.
     config: a ConfigDict (default: :func:`nst_jax.get_default_config`).
     params: VGG19 params from :func:`load_vgg19` (loaded once if omitted).
-    workdir: if given, also write the CLI's files there (no checkpoints).
+    workdir: if given, also write the CLI's files there (no checkpoints),
+      holding its lock meanwhile (:func:`nst_jax.workdir.locked`).
     quiet: no progress line.
     **overrides: config fields, e.g. ``sizes=(128,), steps=(50,)``.
 
   Returns:
     The stylised image, float32 ``[H, W, 3]`` in [0, 1], at the last stage's size.
+
+  Raises:
+    NSTError: also for ``job='fast_train'`` / ``'fast_apply'``: this is the
+      optimisation; a trained network is applied by :func:`nst_jax.fast.stylize`,
+      any job runs with :func:`run`.
 
   Example:
     >>> img = nst_jax.stylize('cat.jpg', 'starry.jpg', sizes=(256,), steps=(100,))
@@ -139,8 +129,13 @@ def stylize(content, styles, config: ml_collections.ConfigDict | None = None, *,
   if isinstance(styles, (str, os.PathLike)) or hasattr(styles, 'shape'):
     styles = [styles]
   c = make_config(config, **overrides)
+  if c.job in ('fast_train', 'fast_apply'):
+    raise NSTError(f'config.job={c.job}: nst_jax.stylize runs the optimisation only; apply '
+                   'a trained network with nst_jax.fast.stylize(nst_jax.fast.load(model), '
+                   'image), or run any job with nst_jax.run(config, workdir)')
   spec = config_lib.validate(c, content=content, styles=tuple(styles))
   c.content = content if isinstance(content, str) else '<array>'
   c.styles = tuple(s if isinstance(s, str) else '<array>' for s in styles)
-  out = _execute(spec, c, workdir, params, quiet, checkpoints=False)
+  with workdir_lib.locked(workdir):         # one run at a time in a workdir
+    out = _execute(spec, c, workdir, params, quiet, checkpoints=False)
   return out if isinstance(out, list) else np.asarray(out, np.float32)

@@ -9,6 +9,11 @@ Luminance/chroma space: **YIQ** (NTSC 1953 matrix), as in the paper. Y is in
 * :func:`combine_luminance`: an optimised luminance with the content's I, Q;
   Y is limited per pixel to the range where the RGB stays in [0, 1], so the
   result has *exactly* the content's chroma and needs no clipping.
+* :func:`channels`, :func:`to_channels`, :func:`as_rgb`: a luminance run
+  optimises (or a luminance network outputs) Y alone, shown to VGG as grey RGB.
+* :func:`control_styles`: the style images as a colour control shows them to
+  the loss, for the optimisation (against each content image) and for training
+  a fast network (against the training photos' pixels).
 * :func:`match_histogram`: x' = A (x − μ_s) + μ_c on the style's pixels so its
   mean and covariance become the content's. A by ``'cholesky'`` (L_c L_s⁻¹),
   ``'eigen'`` (Σ_c^½ Σ_s^−½, symmetric square roots) or ``'ot'`` (the optimal
@@ -41,6 +46,24 @@ def yiq_to_rgb(yiq) -> np.ndarray:
 def luminance(image) -> np.ndarray:
   """Y of an RGB image, ``[H, W, 1]`` float32."""
   return rgb_to_yiq(image)[..., :1].astype(np.float32)
+
+
+def channels(control: str) -> int:
+  """Channels of the image a colour control optimises: 1 (``luminance``: Y) or 3."""
+  return 1 if control == 'luminance' else 3
+
+
+def to_channels(rgb, n: int):
+  """``rgb`` (``[..., 3]``) as an ``n``-channel image: itself, or its luminance Y."""
+  return rgb if n == 3 else luminance(rgb)
+
+
+def as_rgb(image):
+  """A one-channel (luminance) image as grey RGB, what VGG is shown; RGB as it is.
+
+  numpy in, numpy out; a JAX array (also inside jit) in, JAX out.
+  """
+  return image.repeat(3, axis=-1) if image.shape[-1] == 1 else image
 
 
 def match_luminance(style_y, content_y) -> np.ndarray:
@@ -99,6 +122,26 @@ def histogram_transform(source, target, mode: str = 'cholesky', eps: float = 1e-
     s_inv_half = _inv_sqrtm(cov_s, eps)
     a = s_inv_half @ _sqrtm(s_half @ cov_t @ s_half) @ s_inv_half
   return a, mu_s, mu_t
+
+
+def control_styles(styles, reference, control: str, mode: str = 'cholesky') -> list:
+  """The style images as colour control ``control`` shows them to the loss.
+
+  ``reference``: what the styles are matched to, a content image or the
+  training photos' pixels ``[N, 3]``. ``histogram``: each style in the
+  reference's colours (mean and covariance, ``mode``), clipped to [0, 1];
+  ``luminance``: its luminance matched to the reference's, as grey RGB;
+  otherwise the styles as they are.
+
+  Example:
+    >>> styles = control_styles([starry], content, 'luminance')   # grey RGB
+  """
+  if control == 'histogram':
+    return [np.clip(match_histogram(s, reference, mode), 0, 1) for s in styles]
+  if control == 'luminance':
+    y = luminance(reference)
+    return [as_rgb(match_luminance(luminance(s), y)) for s in styles]
+  return list(styles)
 
 
 def match_histogram(source, target, mode: str = 'cholesky') -> np.ndarray:

@@ -111,6 +111,8 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.save_every = 0                     # intermediates every N steps; 0 = off
   c.output = 'final.png'
   c.output_bits = 8                    # 8, or 16 for .png / .tif
+  c.tensorboard = True                 # TensorBoard event files in the workdir (losses,
+  #                                      images, config); see nst_jax/summaries.py
   # Posters: a sheet and a DPI derive the final size and the stages.
   c.poster = ''                        # 'A2', 'A0'...'A6', 'B1'...'B4', 'letter', ...
   c.print_size = ''                    # or '60x40cm' / '24x18in' / '600x400mm'
@@ -162,6 +164,14 @@ class LossSpec:
   statistic: str                       # guided targets: 'gram' | 'mean' | 'w2'
   global_style_weight: float           # factor on the unguided Gram term
   style_statistic: str = 'gram'        # style targets: 'gram' | 'w2'
+
+  def style_options(self) -> dict:
+    """This loss's keyword arguments of :func:`nst_jax.objective.style_targets`
+    (the one place a new style option is passed on from the config)."""
+    return dict(style_blend=self.style_blend, normalization=self.normalization,
+                pooling=self.pooling, layer_styles=self.layer_styles,
+                global_weight=self.global_style_weight,
+                style_statistic=self.style_statistic)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,6 +245,7 @@ class RunSpec:
   checkpoint_every: int
   resume: bool
   compilation_cache: bool
+  tensorboard: bool = True
   job: str = 'optimize'                # 'optimize' | 'fast_train' | 'fast_apply'
   fast: FastSpec | None = None         # set for the fast_* jobs
 
@@ -242,6 +253,12 @@ class RunSpec:
   def batch(self) -> bool:
     """True when ``content`` is a folder of images (batch mode)."""
     return isinstance(self.content, (str, os.PathLike)) and os.path.isdir(self.content)
+
+  @property
+  def vgg_options(self) -> dict:
+    """``remat`` and ``activation_dtype`` for the loss's VGG forward
+    (:func:`nst_jax.vgg_features`); targets are computed without them."""
+    return dict(remat=self.remat, activation_dtype=self.activation_dtype)
 
 
 def _split(values) -> tuple:
@@ -276,6 +293,12 @@ def _int(field, value, minimum) -> int:
   if value < minimum:
     raise NSTError(f'config.{field} must be >= {minimum}, got {value!r}')
   return int(value)
+
+
+def _flag(field, value) -> bool:
+  if not isinstance(value, bool):
+    raise NSTError(f'config.{field} must be True or False, got {value!r}')
+  return bool(value)
 
 
 def normalized_weights(field: str, weights, n: int) -> tuple[float, ...]:
@@ -373,7 +396,7 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
                                vgg.ACTIVATION_DTYPES),
       checkpoint_every=_int('checkpoint_every', c.checkpoint_every, 0),
       resume=bool(c.resume), compilation_cache=bool(c.compilation_cache),
-      job=job, fast=fast)
+      tensorboard=_flag('tensorboard', c.tensorboard), job=job, fast=fast)
 
 
 def _fast(c, job: str) -> FastSpec | None:

@@ -61,6 +61,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                    'together (or none of them, to detect a TPU, SLURM or Open MPI job)')
   if num_processes is not None and not 0 <= process_id < num_processes:
     raise NSTError(f'--process_id={process_id} must be in [0, {num_processes})')
+  if coordinator_address is not None:
+    check_address(coordinator_address)
   try:
     jax.distributed.initialize(coordinator_address, num_processes, process_id,
                                heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
@@ -80,6 +82,18 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     # atexit runs last-in first-out: the watchdog stops before JAX's own
     # shutdown closes the coordination service under it.
     atexit.register(stop_watchdog)
+
+
+def check_address(address: str) -> None:
+  """``HOST:PORT`` (an IPv6 host in brackets: ``[::1]:1234``), port 1-65535,
+  or an :class:`NSTError` naming ``--coordinator_address``."""
+  host, colon, port = address.rpartition(':')
+  bracketed = host.startswith('[') and host.endswith(']')
+  bare = host[1:-1] if bracketed else host
+  if not (colon and bare and port.isdigit() and 0 < int(port) < 65536
+          and (bracketed or ':' not in bare) and not any(c.isspace() for c in address)):
+    raise NSTError(f'--coordinator_address={address!r} must be HOST:PORT with a port '
+                   'in 1-65535 (e.g. 10.0.0.1:1234, [::1]:1234), where process 0 listens')
 
 
 def _peer_timeout() -> float:

@@ -46,14 +46,16 @@ log = logging.getLogger(__name__)
 class Hook:
   """Callbacks of the engine; every method is optional (no-ops here).
 
-  ``stage`` is the stage's index over the whole plan (phases in order).
+  ``stage`` is the stage's index over the whole plan (phases in order); a
+  hook that needs the stages' sizes or steps is given them when it is made
+  (e.g. :class:`~nst_jax.progress.Reporter`), so the same hooks serve the
+  optimisation and fast-network training, which has one stage and no plan.
   """
 
-  def stage_skipped(self, stage: int, stage_plan: plan_lib.StagePlan) -> None:
+  def stage_skipped(self, stage: int) -> None:
     """A stage finished before a resume."""
 
-  def stage_start(self, stage: int, stage_plan: plan_lib.StagePlan, batch: int,
-                  compile_s: float, resumed_at: int) -> None:
+  def stage_start(self, stage: int, compile_s: float, resumed_at: int) -> None:
     """Compiled; about to run from step ``resumed_at``."""
 
   def chunk(self, stage: int, before: int, state: optim.StageState,
@@ -100,9 +102,9 @@ def execute(plan: plan_lib.Plan, params, *, hooks: Sequence[Hook] = (),
       if done is None:
         raise NSTError(f'{resume.directory} lacks the outputs of finished phase '
                        f'{i + 1}; rerun with --config.resume=False')
-      for k, s in enumerate(phase.stages):
+      for k in range(n):
         for h in hooks:
-          h.stage_skipped(first + k, s)
+          h.stage_skipped(first + k)
       outputs.append(done)
     else:
       prepared = inputs.prepare(phase, inputs.style_images(phase, outputs,
@@ -120,10 +122,7 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
               hooks: Sequence[Hook] = (), resume=None, first_stage: int = 0
               ) -> np.ndarray:
   """The coarse-to-fine stages of one phase; returns its images ``[B, H, W, 3]``."""
-  loss = phase.loss
-  weights = objective.LossWeights(*(jnp.float32(w) for w in (
-      loss.content_weight, loss.style_weight, loss.tv_weight)))
-  vgg_options = dict(remat=spec.remat, activation_dtype=spec.activation_dtype)
+  weights = inputs.loss_weights(phase.loss)
   chunk = math.gcd(spec.log_every, spec.save_every) if spec.save_every else spec.log_every
   mesh = sharding.make_mesh(spec.devices, phase.batch)
   shared = sharding.replicate((params, weights), mesh)
@@ -132,17 +131,17 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
     g = first_stage + k
     if resume is not None and resume.skip_stage(g):
       for h in hooks:
-        h.stage_skipped(g, stage)
+        h.stage_skipped(g)
       continue
     if resume is not None:
       stage = resume.stage_as_saved(g, stage)
-    loss_fn, terms_fn = _loss_fns(stage.tile, mesh, vgg_options)
+    loss_fn, terms_fn = _loss_fns(stage.tile, mesh, spec.vgg_options)
     optimizer = optim.make_optimizer(spec.optimizer, spec.learning_rate,
                                      stage.lbfgs_memory)
     run_chunk = optim.make_chunk_fn(loss_fn, optimizer, chunk, mesh)
     targets, skipped = inputs.stage_targets(phase, prepared, k, params)
     if skipped and k == 0:
-      _warn_skipped(skipped)
+      inputs.warn_skipped(skipped)
     start = inputs.stage_start(phase, prepared, k, image, spec.seed)
     image = None                                 # only the start needed it
     abstract = jax.eval_shape(lambda s: optim.init_state(optimizer, s), start)
@@ -161,7 +160,7 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
     _log_memory(g, stage, compiled)
     resumed_at = int(state.step) if restored is not None else 0
     for h in hooks:
-      h.stage_start(g, stage, phase.batch, compile_s, resumed_at)
+      h.stage_start(g, compile_s, resumed_at)
     while int(state.step) < stage.steps:
       before = int(state.step)
       state, metrics = compiled(state, consts, num_steps)
@@ -213,13 +212,3 @@ def _log_memory(stage: int, stage_plan, compiled) -> None:
   planned = stage_plan.memory.total if stage_plan.memory else 0
   log.info('stage %d: XLA buffers %.2f GB (temp %.2f GB), plan %.2f GB', stage + 1,
            xla / 2**30, a.temp_size_in_bytes / 2**30, planned / 2**30)
-
-
-def _warn_skipped(skipped: dict) -> None:
-  """One warning listing guidance regions skipped as empty (one host sync)."""
-  host = jax.device_get(skipped)
-  where = [f'region {r + 1} at {name}' for name, empty in host.items()
-           for r in np.flatnonzero(np.asarray(empty).any(axis=0))]
-  if where:
-      log.warning('empty guidance, skipped: %s%s', ', '.join(where[:6]),
-                ' ...' if len(where) > 6 else '')

@@ -5,11 +5,13 @@ Images inside the library are float32 RGB arrays in [0, 1], ``[H, W, 3]``.
 palette, CMYK, 16-bit and 32-bit integer, float), respects the EXIF orientation
 and keeps Pillow's decompression-bomb guard on. Alpha is composited over white.
 :func:`save_image` writes to a temp file beside the target, then renames, so a
-crash never leaves a half-written image.
+crash never leaves a half-written image (a failed write raises
+:class:`nst_jax.files.WriteError`, an ``OSError`` naming the file).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
@@ -66,29 +68,44 @@ def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     raise NSTError(f'image not found: {path}')
   if os.path.isdir(path):
     raise NSTError(f'image path is a directory: {path}')
+  with _opened(path, max_pixels, 'unreadable or truncated image') as img:
+    img.load()
+    img = ImageOps.exif_transpose(img)
+    w, h = img.size
+    if w < 1 or h < 1:
+      raise NSTError(f'{path}: image has no pixels')
+    return _to_float_rgb(img)
+
+
+@contextlib.contextmanager
+def _opened(path: str, max_pixels: int, unreadable: str):
+  """``Image.open(path)`` with Pillow's decompression-bomb guard at
+  ``max_pixels`` (its warning above 1x an error too) and one-line errors;
+  the one way :func:`load_image` and :func:`image_size` open a file."""
   old_limit = Image.MAX_IMAGE_PIXELS
   try:
     Image.MAX_IMAGE_PIXELS = max_pixels
     with warnings.catch_warnings():
       warnings.simplefilter('error', Image.DecompressionBombWarning)
       with Image.open(path) as img:
-        img.load()
-        img = ImageOps.exif_transpose(img)
-        w, h = img.size
-        if w < 1 or h < 1:
-          raise NSTError(f'{path}: image has no pixels')
-        return _to_float_rgb(img)
+        yield img
+  except NSTError:
+    raise
   except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-    raise NSTError(f'{path}: image exceeds {max_pixels} pixels (decompression-bomb '
-                   'guard); set --config.max_input_pixels higher if intended') from None
+    raise _too_big(path, max_pixels) from None
   except UnidentifiedImageError:
     raise NSTError(f'{path}: not an image Pillow can read') from None
   except PermissionError:
     raise NSTError(f'{path}: permission denied') from None
   except (OSError, SyntaxError, ValueError) as e:
-    raise NSTError(f'{path}: unreadable or truncated image ({e})') from None
+    raise NSTError(f'{path}: {unreadable} ({e})') from None
   finally:
     Image.MAX_IMAGE_PIXELS = old_limit
+
+
+def _too_big(path: str, max_pixels: int) -> NSTError:
+  return NSTError(f'{path}: image exceeds {max_pixels} pixels (decompression-bomb '
+                  'guard); set --config.max_input_pixels higher if intended')
 
 
 def as_image_array(image, what: str = 'image') -> np.ndarray:
@@ -170,17 +187,11 @@ def image_size(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, in
   """
   if not os.path.isfile(path):
     raise NSTError(f'image not found: {path}')
-  try:
-    with Image.open(path) as img:
-      w, h = img.size
-      orientation = img.getexif().get(0x0112, 1)
-  except UnidentifiedImageError:
-    raise NSTError(f'{path}: not an image Pillow can read') from None
-  except (OSError, SyntaxError, ValueError) as e:
-    raise NSTError(f'{path}: unreadable image ({e})') from None
-  if w * h > max_pixels:
-    raise NSTError(f'{path}: image exceeds {max_pixels} pixels (decompression-bomb '
-                   'guard); set --config.max_input_pixels higher if intended')
+  with _opened(path, max_pixels, 'unreadable image') as img:
+    w, h = img.size
+    orientation = img.getexif().get(0x0112, 1)
+  if w * h > max_pixels:          # Pillow's guard above, in case a plugin skips it
+    raise _too_big(path, max_pixels)
   return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
@@ -236,7 +247,4 @@ def save_image(path: str, image, bits: int = 8, dpi: float | None = None) -> Non
     if dpi:
       kwargs['dpi'] = (float(dpi), float(dpi))
     write = lambda f: pil.save(f, format=fmt, **kwargs)
-  try:
-    atomic_write(path, write)
-  except OSError as e:
-    raise NSTError(f'cannot write {path}: {e.strerror or e}') from None
+  atomic_write(path, write)       # a failed write: files.WriteError naming the path

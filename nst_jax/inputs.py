@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from typing import NamedTuple
 
 import jax
@@ -36,6 +37,8 @@ from nst_jax import image_io
 from nst_jax import mask_io
 from nst_jax import objective
 from nst_jax.plan import MIXED_STYLE, Phase, Source
+
+log = logging.getLogger(__name__)
 
 
 class Prepared(NamedTuple):
@@ -62,10 +65,6 @@ def style_images(phase: Phase, outputs: list, max_pixels: int) -> list:
           for s in phase.styles]
 
 
-def _grey(y):
-  return np.repeat(np.asarray(y, np.float32), 3, axis=-1)
-
-
 def style_guidance_masks(g: config_lib.GuidanceSpec, style_images: list,
                          max_pixels: int) -> list[np.ndarray]:
   """Per style image, its ``[H_s, W_s, R]`` masks (``whole``: ones for every region)."""
@@ -80,22 +79,20 @@ def prepare(phase: Phase, style_images: list, max_pixels: int) -> Prepared:
   """Decodes a phase's contents and applies colour control to its styles.
 
   ``style_images``: the decoded styles (the scale mix output for
-  ``MIXED_STYLE``). With ``histogram`` every image gets its own
-  colour-matched styles; otherwise all images share the same list.
+  ``MIXED_STYLE``). With ``histogram`` or ``luminance`` every image gets its
+  own styles (:func:`nst_jax.color.control_styles`); otherwise all images
+  share the same list.
   """
   originals = [load(c, max_pixels) for c in phase.contents]
   contents, styles = list(originals), [list(style_images)] * len(originals)
-  if phase.color == 'histogram':
-    styles = [[np.clip(color.match_histogram(s, c, phase.histogram_mode), 0, 1)
-               for s in style_images] for c in originals]
+  if phase.color in ('histogram', 'luminance'):
+    styles = [color.control_styles(style_images, c, phase.color, phase.histogram_mode)
+              for c in originals]
+  if phase.color == 'luminance':
+    contents = [color.as_rgb(color.luminance(c)) for c in originals]
   elif phase.color == 'content_to_style':
     contents = [np.clip(color.match_histogram(c, style_images[0], phase.histogram_mode),
                         0, 1) for c in originals]
-  elif phase.color == 'luminance':
-    ys = [color.luminance(c) for c in originals]
-    contents = [_grey(y) for y in ys]
-    styles = [[_grey(color.match_luminance(color.luminance(s), y)) for s in style_images]
-              for y in ys]
   content_masks = style_masks = None
   g = phase.guidance
   if g is not None:
@@ -116,12 +113,58 @@ def prepare(phase: Phase, style_images: list, max_pixels: int) -> Prepared:
 # ---------------------------------------------------------------------------
 
 
-def _resize_styles(styles, side):
+def resize_styles(styles, side: int) -> list:
+  """Each style image resized to long side ``side``."""
   return [image_io.resize(s, image_io.fit_long_side(s.shape[:2], side)) for s in styles]
 
 
 def _stack(trees):
   return jax.tree.map(lambda *x: jnp.stack(x), *trees)
+
+
+def loss_weights(loss: config_lib.LossSpec) -> objective.LossWeights:
+  """α, β, γ of a loss as float32 scalars."""
+  return objective.LossWeights(*(jnp.float32(w) for w in (
+      loss.content_weight, loss.style_weight, loss.tv_weight)))
+
+
+def style_statistics(params, styles, style_masks, loss: config_lib.LossSpec,
+                     guidance: config_lib.GuidanceSpec | None, tile: int = 0):
+  """``(style targets, guided style side or None)`` of style images at the
+  size the loss sees them; ``style_masks``: their ``[H_s, W_s, R]`` guidance
+  at that size (None when unguided). Pass the result to :func:`image_targets`."""
+  style_t = objective.style_targets(params, styles, loss.style_layer_weights, tile=tile,
+                                    **loss.style_options())
+  side = None
+  if guidance is not None:
+    side = objective.guided_style_stats(
+        params, styles, style_masks, guidance.region_styles, loss.style_layer_weights,
+        mode=guidance.mode, extra=guidance.extra, statistic=loss.statistic,
+        pooling=loss.pooling, tile=tile)
+  return style_t, side
+
+
+def image_targets(params, statistics, loss: config_lib.LossSpec,
+                  guidance: config_lib.GuidanceSpec | None, content=None,
+                  content_mask=None, tile: int = 0):
+  """``(Targets, {layer: bool [R]} guidance regions skipped as empty)`` of one image.
+
+  ``statistics``: :func:`style_statistics`; ``content``: the content at the
+  optimised image's size (None: no content target, as for a fast network's
+  crops, whose own features are theirs); ``content_mask``: its ``[h, w, R]``
+  guidance.
+  """
+  style_t, side = statistics
+  guided, empty = {}, {}
+  if guidance is not None:
+    guided, empty = objective.guided_targets(
+        side, content_mask, guidance.region_weights, loss.style_layer_weights,
+        mode=guidance.mode, extra=guidance.extra, normalization=loss.normalization)
+  content_t = {} if content is None else objective.content_targets(
+      params, content, loss.content_layer_weights, normalization=loss.normalization,
+      pooling=loss.pooling, tile=tile)
+  return objective.Targets(content=content_t, style=style_t, guided=guided,
+                           pooling=loss.pooling, statistic=loss.statistic), empty
 
 
 def stage_targets(phase: Phase, prepared: Prepared, k: int, params):
@@ -136,36 +179,30 @@ def stage_targets(phase: Phase, prepared: Prepared, k: int, params):
   cache = {}
   for i, content in enumerate(prepared.contents):
     styles = prepared.styles[i]
-    key = id(styles)
-    if key not in cache:
-      resized = _resize_styles(styles, stage.style_side)
-      style_t = objective.style_targets(
-          params, resized, loss.style_layer_weights, style_blend=loss.style_blend,
-          normalization=loss.normalization, pooling=loss.pooling,
-          layer_styles=loss.layer_styles,
-          global_weight=loss.global_style_weight, tile=stage.tile)
-      side = None
-      if g is not None:
-        sm = [image_io.resize(m, s.shape[:2]) for m, s in zip(prepared.style_masks, resized)]
-        side = objective.guided_style_stats(
-            params, resized, sm, g.region_styles, loss.style_layer_weights,
-            mode=g.mode, extra=g.extra, statistic=loss.statistic, pooling=loss.pooling,
-            tile=stage.tile)
-      cache[key] = (style_t, side)
-    style_t, side = cache[key]
-    guided, empty = {}, {}
-    if g is not None:
-      guided, empty = objective.guided_targets(
-          side, image_io.resize(prepared.content_masks[i], stage.hw), g.region_weights,
-          loss.style_layer_weights, mode=g.mode, extra=g.extra,
-          normalization=loss.normalization)
-    per_image.append(objective.Targets(
-        content=objective.content_targets(
-            params, image_io.resize(content, stage.hw), loss.content_layer_weights,
-            normalization=loss.normalization, pooling=loss.pooling, tile=stage.tile),
-        style=style_t, guided=guided, pooling=loss.pooling, statistic=loss.statistic))
+    if id(styles) not in cache:
+      resized = resize_styles(styles, stage.style_side)
+      masks = None if g is None else [
+          image_io.resize(m, s.shape[:2]) for m, s in zip(prepared.style_masks, resized)]
+      cache[id(styles)] = style_statistics(params, resized, masks, loss, g, stage.tile)
+    targets, empty = image_targets(
+        params, cache[id(styles)], loss, g, image_io.resize(content, stage.hw),
+        None if g is None else image_io.resize(prepared.content_masks[i], stage.hw),
+        stage.tile)
+    per_image.append(targets)
     skipped.append(empty)
   return _stack(per_image), _stack(skipped) if skipped[0] else {}
+
+
+def warn_skipped(skipped: dict) -> None:
+  """One warning listing guidance regions skipped as empty (``{layer: bool
+  [..., R]}``, any leading axes; one host sync)."""
+  host = jax.device_get(skipped)
+  where = [f'region {r + 1} at {name}' for name, empty in host.items()
+           for r in np.flatnonzero(np.asarray(empty).reshape(-1, np.shape(empty)[-1])
+                                   .any(axis=0))]
+  if where:
+    log.warning('empty guidance, skipped: %s%s', ', '.join(where[:6]),
+                ' ...' if len(where) > 6 else '')
 
 
 def stage_start(phase: Phase, prepared: Prepared, k: int, previous, seed: int):
@@ -183,7 +220,7 @@ def stage_start(phase: Phase, prepared: Prepared, k: int, previous, seed: int):
     start = jnp.stack([image_io.resize(c, hw) for c in prepared.contents])
   elif phase.init == 'style':
     start = jnp.stack([image_io.resize(
-        _resize_styles(s[:1], phase.stages[k].style_side)[0], hw)
+        resize_styles(s[:1], phase.stages[k].style_side)[0], hw)
         for s in prepared.styles])
   else:
     start = jnp.stack([image_io.resize(prepared.init_image, hw)] * phase.batch)

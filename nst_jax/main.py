@@ -1,10 +1,13 @@
 """Command line: ``nst-jax --config=configs/default.py --workdir=DIR``.
 
 Thin by design (as in flax's examples): parse flags, call
-:func:`nst_jax.api.run`. A user error (:class:`NSTError`) is printed as one
-line, ``error: ...``, with exit status 2; no traceback.
+:func:`nst_jax.api.run`. A user error (:class:`NSTError`) and a fault of the
+machine (an ``OSError``: a full disk, a read-only folder; the writers raise
+:class:`nst_jax.files.WriteError` naming the file) are printed as one line,
+``error: ...``, with exit status 2; no traceback.
 """
 
+import errno
 import logging as std_logging
 import os
 import sys
@@ -15,6 +18,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from nst_jax import checkpoint
+from nst_jax import files
 from nst_jax.errors import NSTError
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -66,6 +70,10 @@ def main(argv):
     api.run(config, _WORKDIR.value, quiet=_QUIET.value)
   except NSTError as e:
     _stop(f'error: {e}', 2)
+  except OSError as e:                       # the one place for disk full & co.
+    hint = '; free some space, then run the same command again' if (
+        e.errno == errno.ENOSPC) else ''
+    _stop(f'error: {files.os_error_line(e, _WORKDIR.value)}{hint}', 2)
   except checkpoint.Preempted as e:
     _stop(str(e), 128 + e.signum, failed=False)
   except KeyboardInterrupt:

@@ -24,6 +24,7 @@ from typing import Mapping, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
+from nst_jax import color
 from nst_jax import layer_masks
 from nst_jax import losses
 from nst_jax import tiling
@@ -342,10 +343,7 @@ def pixels_to_image(pixels: jax.Array) -> jax.Array:
   variable, which L-BFGS's curvature pairs and line search need. A one-channel
   variable (luminance-only transfer) is shown to VGG as grey RGB.
   """
-  image = jnp.clip(pixels, 0.0, 1.0)
-  if image.shape[-1] == 1:
-    image = jnp.repeat(image, 3, axis=-1)
-  return image
+  return color.as_rgb(jnp.clip(pixels, 0.0, 1.0))
 
 
 def total_loss(pixels, params, targets: Targets, weights: LossWeights,

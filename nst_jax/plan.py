@@ -33,6 +33,7 @@ import logging
 import os
 
 
+from nst_jax import color
 from nst_jax import config as config_lib
 from nst_jax import image_io
 from nst_jax import memory
@@ -83,7 +84,7 @@ class Phase:
 
   @property
   def channels(self) -> int:
-    return 1 if self.color == 'luminance' else 3
+    return color.channels(self.color)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +144,11 @@ def _band_rows(h: int, multiple: int) -> int:
   return max(multiple, round(h / multiple) * multiple) if multiple > 1 else h
 
 
+def style_side(long_side: int, style_scale: float) -> int:
+  """The style images' long side for images of long side ``long_side``."""
+  return max(16, round(long_side * style_scale))
+
+
 def stage_sizes(spec, hw, row_multiple: int = 1) -> list[StagePlan]:
   """The stages of one content image of size ``hw`` (posters derive theirs)."""
   stages = spec.stages
@@ -155,8 +161,7 @@ def stage_sizes(spec, hw, row_multiple: int = 1) -> list[StagePlan]:
   for stage in stages:
     h, w = image_io.fit_long_side(hw, stage.long_side)
     h = _band_rows(h, row_multiple)
-    out.append(StagePlan((h, w), stage.steps,
-                         max(16, round(stage.long_side * spec.style_scale))))
+    out.append(StagePlan((h, w), stage.steps, style_side(stage.long_side, spec.style_scale)))
   return out
 
 
@@ -168,7 +173,7 @@ def _scale_mix_phase(spec, max_pixels) -> Phase:
   loss = dataclasses.replace(
       spec.loss, content_layer_weights={}, style_layer_weights={l: 1.0 / n for l in mix.layers},
       style_blend=(1.0,), layer_styles={}, content_weight=0.0, style_weight=1.0,
-      tv_weight=0.0, statistic='gram', global_style_weight=1.0)
+      tv_weight=0.0, statistic='gram', global_style_weight=1.0, style_statistic='gram')
   b, h = sharding.mesh_shape(spec.devices, 1)
   hw = image_io.fit_long_side(coarse.hw, mix.size)
   hw = (_band_rows(hw[0], h), hw[1])
@@ -242,10 +247,9 @@ def _phases(spec) -> list[Phase]:
   return phases
 
 
-def stage_costs(plan: Plan) -> list[tuple[int, float]]:
-  """(steps, pixels x images) per stage, for the progress ETA."""
-  return [(s.steps, float(s.hw[0] * s.hw[1] * plan.phases[i].batch))
-          for i, s in plan.stages]
+def reported_stages(plan: Plan) -> list[tuple[tuple[int, int], int, int]]:
+  """``(hw, steps, images)`` per stage, what the progress line and log report."""
+  return [(s.hw, s.steps, plan.phases[i].batch) for i, s in plan.stages]
 
 
 def describe(plan: Plan) -> str:

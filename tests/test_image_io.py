@@ -122,7 +122,8 @@ def test_save_is_atomic(tmp_path, monkeypatch):
   def boom(*a, **k):
     raise OSError(28, 'No space left on device')
   monkeypatch.setattr(Image.Image, 'save', boom)
-  with pytest.raises(nst_jax.NSTError, match='No space left'):
+  with pytest.raises(nst_jax.files.WriteError,
+                     match=f'cannot write {path}: no space left on device'):
     image_io.save_image(path, np.ones((4, 4, 3)))
   assert open(path, 'rb').read() == before              # old file intact
   assert os.listdir(tmp_path) == ['out.png']            # no temp file left

@@ -93,3 +93,12 @@ def test_the_engine_reaches_the_objective_only():
   assert 'nst_jax.objective' not in graph['nst_jax.tiling']
   assert 'nst_jax.plan' in graph['nst_jax.inputs']
   assert 'nst_jax.inputs' not in graph['nst_jax.plan']
+
+
+def test_applying_a_fast_network_needs_no_training_code():
+  """The model file format is its own module: apply reads it, train writes it."""
+  graph = import_graph()
+  assert 'nst_jax.fast.model_file' in graph['nst_jax.fast.apply']
+  assert 'nst_jax.fast.model_file' in graph['nst_jax.fast.train']
+  assert 'nst_jax.fast.train' not in graph['nst_jax.fast.apply']
+  assert 'nst_jax.fast.train' not in graph['nst_jax.fast.model_file']

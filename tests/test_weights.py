@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import struct
+import subprocess
 import sys
 import types
 
@@ -155,3 +156,17 @@ def test_fetch_failure_is_one_clear_line(tmp_path, monkeypatch):
     weights.fetch_and_convert(str(tmp_path / 'w.npz'))
   assert '\n' not in str(e.value)
   assert not os.path.exists(tmp_path / 'w.npz')
+
+
+def test_the_converter_runs_as_a_module(tmp_path):
+  """``python -m nst_jax.weights`` (for offline machines): its help, and a
+  missing file as one error line with exit status 2."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  run = lambda *args: subprocess.run([sys.executable, '-m', 'nst_jax.weights', *args],
+                                     cwd=tmp_path, env=env, capture_output=True, text=True)
+  r = run('--help')
+  assert r.returncode == 0 and '--bin' in r.stdout and not r.stderr, r.stderr
+  r = run('--bin', str(tmp_path / 'missing.bin'), '--out', str(tmp_path / 'w.npz'))
+  assert r.returncode == 2 and r.stderr.startswith('error: '), r.stderr
+  assert r.stderr.strip().count('\n') == 0 and not os.path.exists(tmp_path / 'w.npz')

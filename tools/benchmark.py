@@ -31,21 +31,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import _common
 
 STYLE_LAYERS = ('relu1_1', 'relu2_1', 'relu3_1', 'relu4_1', 'relu5_1')
 CHANNELS = (64, 128, 256, 512, 512)
-
-
-def _peak_rss_mb() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _images(size):
@@ -96,7 +90,7 @@ def worker_ours(size, evals, iters, budget):
   import nst_jax
   from nst_jax import objective, optim
   params = nst_jax.load_vgg19()
-  rss0 = _peak_rss_mb()
+  rss0 = _common.peak_rss_mb()
   content, targets, weights = _our_objective(size, params)
   consts = (params, targets, weights)
   loss_fn = lambda x, k: objective.total_loss(x, *k)
@@ -143,8 +137,8 @@ def worker_ours(size, evals, iters, budget):
   if dev.platform != 'cpu' and hasattr(dev, 'memory_stats'):
     out['peak_mem_mb'] = dev.memory_stats().get('peak_bytes_in_use', 0) / 2**20
   else:
-    out['peak_mem_mb'] = _peak_rss_mb()
-    out['peak_mem_above_start_mb'] = _peak_rss_mb() - rss0
+    out['peak_mem_mb'] = _common.peak_rss_mb()
+    out['peak_mem_above_start_mb'] = _common.peak_rss_mb() - rss0
   return out
 
 
@@ -161,7 +155,7 @@ def worker_pastiche(size, evals, iters, budget):
   Image.fromarray((content * 255).round().astype(np.uint8)).save(cpath)
   Image.fromarray((style * 255).round().astype(np.uint8)).save(spath)
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
-  rss0 = _peak_rss_mb()
+  rss0 = _common.peak_rss_mb()
   artist = PasticheArtist(cpath, [spath], size=(size, size),
                           style_size=tuple(style.shape[:2]), device=device)
   def sync():
@@ -210,8 +204,8 @@ def worker_pastiche(size, evals, iters, budget):
   if device == 'cuda':
     out['peak_mem_mb'] = torch.cuda.max_memory_allocated() / 2**20
   else:
-    out['peak_mem_mb'] = _peak_rss_mb()
-    out['peak_mem_above_start_mb'] = _peak_rss_mb() - rss0
+    out['peak_mem_mb'] = _common.peak_rss_mb()
+    out['peak_mem_above_start_mb'] = _common.peak_rss_mb() - rss0
   return out
 
 

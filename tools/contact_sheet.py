@@ -11,13 +11,12 @@ grey level per region. Used by tools/make_readme_pictures.py.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _common  # noqa: F401  pylint: disable=unused-import  (the repository on sys.path)
 
 
 def mask_picture(masks: np.ndarray) -> np.ndarray:

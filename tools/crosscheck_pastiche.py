@@ -13,11 +13,10 @@ a Gram-style loss with respect to the image.
 
 import argparse
 import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _common  # noqa: F401  pylint: disable=unused-import  (the repository on sys.path)
 
 LAYERS = ['relu1_1', 'relu2_1', 'relu3_1', 'relu4_1', 'relu4_2', 'relu5_1', 'pool5']
 

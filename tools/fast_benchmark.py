@@ -24,20 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-SHARED = os.path.join(os.path.dirname(ROOT), 'shared', 'images')
-
-
-def load1() -> float:
-  with open('/proc/loadavg', encoding='ascii') as f:
-    return float(f.read().split()[0])
+import _common
+from _common import SHARED_IMAGES as SHARED, load1
 
 
 def stylize_times(sizes, widths, runs):
@@ -70,32 +62,6 @@ def stylize_times(sizes, widths, runs):
   return out
 
 
-def _status_mb(field: str) -> float:
-  with open('/proc/self/status', encoding='ascii') as f:
-    for line in f:
-      if line.startswith(field + ':'):
-        return int(line.split()[1]) / 1024
-  raise KeyError(field)
-
-
-def _reset_peak_rss() -> float:
-  """Resets the process's peak RSS (Linux: ``clear_refs`` 5) so that loading
-  VGG19 does not hide the training's peak; returns the RSS now (MB)."""
-  try:
-    with open('/proc/self/clear_refs', 'w', encoding='ascii') as f:
-      f.write('5')
-  except OSError:                       # not Linux: ru_maxrss, may include loading
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  return _status_mb('VmRSS')
-
-
-def _peak_rss_mb() -> float:
-  try:
-    return _status_mb('VmHWM')
-  except OSError:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def train_worker(size, batch, width, steps):
   """One training configuration; prints a JSON line."""
   import jax
@@ -108,7 +74,7 @@ def train_worker(size, batch, width, steps):
   from nst_jax.fast import network, train
   vgg = nst_jax.load_vgg19()
   jax.block_until_ready(vgg)
-  base = _reset_peak_rss()
+  base = _common.reset_peak_rss()     # loading VGG19 does not hide the training's peak
   config = nst_jax.make_config(job='fast_train', train_images=SHARED, train_size=size,
                                batch_size=batch, net_width=width, style_scale=2.0)
   spec = config_lib.validate(config)
@@ -139,7 +105,7 @@ def train_worker(size, batch, width, steps):
   per_step = (time.perf_counter() - t) / (2 * steps)
   dev = jax.devices()[0]
   if dev.platform == 'cpu':
-    peak = _peak_rss_mb() - base
+    peak = _common.peak_rss_mb() - base
   else:
     peak = dev.memory_stats().get('peak_bytes_in_use', 0) / 2**20
   print(json.dumps(dict(kind='train', size=size, batch=batch, width=width,

@@ -44,19 +44,11 @@ import time
 import numpy as np
 from PIL import Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, 'tools'))
-SHARED = os.path.join(os.path.dirname(ROOT), 'shared', 'images')
+from _common import ROOT, SHARED_IMAGES as SHARED, load1
+from contact_sheet import contact_sheet, mask_picture
+
 HELD_OUT = 'chelsea.png'
 STYLES = ('starry_night.jpg', 'the_scream.jpg')
-
-from contact_sheet import contact_sheet, mask_picture  # pylint: disable=g-import-not-at-top
-
-
-def load1() -> float:
-  with open('/proc/loadavg', encoding='ascii') as f:
-    return float(f.read().split()[0])
 
 
 def train_images(work: str) -> str:

@@ -10,17 +10,13 @@ contact sheet per control into docs/images/ (JPEG). ~1 minute per config on a
 import argparse
 import importlib
 import os
-import sys
 import tempfile
 
 import numpy as np
 from PIL import Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, 'tools'))
-
-from contact_sheet import contact_sheet, mask_picture  # pylint: disable=g-import-not-at-top
+from _common import ROOT
+from contact_sheet import contact_sheet, mask_picture
 
 
 def _run(name, size, steps, params, **overrides):

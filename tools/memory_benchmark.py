@@ -13,13 +13,11 @@ import argparse
 import itertools
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import _common
 
 
 def worker(size, steps, remat, dtype, memory):
@@ -31,7 +29,7 @@ def worker(size, steps, remat, dtype, memory):
   params = nst_jax.load_vgg19()
   content = image_io.resize(image_io.load_image(cl.asset('chelsea.png')), (size, size))
   jax.block_until_ready(params)
-  base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  base = _common.peak_rss_mb()
   t = time.perf_counter()
   out = nst_jax.stylize(np.asarray(content), cl.asset('starry_night.jpg'), params=params,
                         sizes=(size,), steps=(steps,), remat=remat, activation_dtype=dtype,
@@ -42,7 +40,7 @@ def worker(size, steps, remat, dtype, memory):
     peak_mb = dev.memory_stats().get('peak_bytes_in_use', 0) / 2**20
     base = 0.0
   else:
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = _common.peak_rss_mb()
   style = image_io.load_image(cl.asset('starry_night.jpg'))
   style = image_io.resize(style, image_io.fit_long_side(style.shape[:2], size))
   t2 = objective.make_targets(params, content, [style])

@@ -29,9 +29,9 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-CONTENT = os.path.join(ROOT, '..', 'shared', 'images', 'astronaut.png')   # 512x512
+from _common import ROOT, SHARED_IMAGES
+
+CONTENT = os.path.join(SHARED_IMAGES, 'astronaut.png')   # 512x512
 
 
 def _square_content(tmp):

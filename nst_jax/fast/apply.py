@@ -22,16 +22,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
-import zipfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from nst_jax import color
 from nst_jax import image_io
@@ -40,8 +37,8 @@ from nst_jax import plan as plan_lib
 from nst_jax import workdir as workdir_lib
 from nst_jax.config import DEMO_MODEL, asset
 from nst_jax.errors import NSTError
+from nst_jax.fast import model_file
 from nst_jax.fast import network
-from nst_jax.fast.train import FORMAT, MODEL_JSON, MODEL_NPZ, param_names
 
 log = logging.getLogger(__name__)
 
@@ -83,34 +80,7 @@ def load(path: str | None = None) -> FastModel:
       parameters whose names or shapes do not fit the architecture.
   """
   path = str(path or asset(DEMO_MODEL))
-  meta_path, npz_path = os.path.join(path, MODEL_JSON), os.path.join(path, MODEL_NPZ)
-  if not os.path.isfile(meta_path) or not os.path.isfile(npz_path):
-    raise NSTError(f'{path} holds no trained model ({MODEL_JSON} and {MODEL_NPZ}); '
-                   'train one with job=fast_train (configs/fast_train.py)')
-  try:
-    with open(meta_path, encoding='utf-8') as f:
-      meta = json.load(f)
-    arch = {k: int(meta[k]) for k in ('channels', 'guidance_channels', 'width',
-                                       'res_blocks')}
-  except (ValueError, KeyError, TypeError) as e:
-    raise NSTError(f'{meta_path}: not a model description ({e})') from None
-  if meta.get('format') != FORMAT:
-    raise NSTError(f'{meta_path}: format {meta.get("format")!r}, expected {FORMAT!r}')
-  graphdef, params = network.create(**arch, abstract=True)
-  names, shapes, treedef = param_names(params)
-  try:
-    with np.load(npz_path, allow_pickle=False) as z:
-      arrays = {k: z[k] for k in z.files}
-  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
-    raise NSTError(f'{npz_path}: unreadable ({e})') from None
-  for name, want in zip(names, shapes):
-    if name not in arrays or arrays[name].shape != want.shape:
-      got = arrays[name].shape if name in arrays else 'missing'
-      raise NSTError(f'{npz_path}: parameter {name} is {got}, the architecture in '
-                     f'{MODEL_JSON} needs {want.shape}')
-  nnx.replace_by_pure_dict(params, jax.tree_util.tree_unflatten(
-      treedef, [jnp.asarray(arrays[n], jnp.float32) for n in names]))
-  return FastModel(meta, graphdef, params, path)
+  return FastModel(*model_file.read(path), path)
 
 
 def guidance_for(model: FastModel, guidance, hw) -> np.ndarray | None:
@@ -148,7 +118,7 @@ def stylize(model: FastModel | str, image, guidance=None) -> np.ndarray:
   if not isinstance(model, FastModel):
     model = load(model)
   rgb = image_io.read_image(image, 'content image')
-  x = rgb if model.channels == 3 else color.luminance(rgb)
+  x = color.to_channels(rgb, model.channels)
   g = guidance_for(model, guidance, rgb.shape[:2])
   out = model.forward(model.params, jnp.asarray(x)[None],
                       None if g is None else jnp.asarray(g)[None])

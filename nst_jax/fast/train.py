@@ -43,8 +43,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
-import logging
 import os
 import time
 from typing import Any, NamedTuple
@@ -65,15 +63,14 @@ from nst_jax import mask_io
 from nst_jax import objective
 from nst_jax import optim
 from nst_jax import plan as plan_lib
+from nst_jax import summaries
 from nst_jax import vgg
 from nst_jax import workdir as workdir_lib
 from nst_jax.engine import Hook
 from nst_jax.errors import NSTError
+from nst_jax.fast import model_file
 from nst_jax.fast import network
-from nst_jax.files import atomic_write
-from nst_jax.progress import TERMS, Reporter, plot_losses
-
-log = logging.getLogger(__name__)
+from nst_jax.progress import TERMS
 
 # The config fields a trained network depends on: its checkpoint's
 # fingerprint (train_steps is left out: a longer run continues a shorter one;
@@ -89,10 +86,7 @@ TRAINING_FIELDS = (
     'guidance_extra', 'guided_statistic', 'global_style_weight', 'style_statistic',
     'network')
 
-MODEL_JSON = 'model.json'
-MODEL_NPZ = 'model.npz'
 SAMPLES = 'samples'
-FORMAT = 'nst_jax.fast/1'
 
 
 class TrainState(NamedTuple):
@@ -174,33 +168,31 @@ class Crops:
 # ---------------------------------------------------------------------------
 
 
-def as_rgb(x):
-  """A 1-channel (luminance) image is shown to VGG as grey RGB."""
-  return jnp.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
-
-
-def make_loss_fn(graphdef, loss_spec):
+def make_loss_fn(graphdef, loss_spec, vgg_options=None):
   """``loss_fn(params, inputs, guidance, shared) -> (mean total, mean terms)``.
 
   ``inputs`` ``[B, S, S, C]``; ``guidance`` ``[S, S, R]`` or None; ``shared =
   (vgg_params, targets, weights)`` with the style (and guided) targets of
   :class:`~nst_jax.objective.Targets`; each crop's content target is its own
-  VGG features.
+  VGG features. ``vgg_options`` (``remat``, ``activation_dtype``): for the
+  VGG forward of the network's output, as in the optimisation's loss (the
+  crops' own features, targets, stay float32).
   """
+  vgg_options = vgg_options or {}
   content_layers = loss_spec.content_layer_weights
 
   def loss_fn(params, inputs, guidance, shared):
     vgg_params, targets, weights = shared
     g = None if guidance is None else jnp.broadcast_to(
         guidance, inputs.shape[:-1] + guidance.shape[-1:])
-    out = as_rgb(network.apply(graphdef, params, inputs, g))
+    out = color.as_rgb(network.apply(graphdef, params, inputs, g))
     feats = lax.stop_gradient(vgg.vgg_features(
-        vgg_params, as_rgb(inputs), tuple(content_layers), targets.pooling))
+        vgg_params, color.as_rgb(inputs), tuple(content_layers), targets.pooling))
 
     def per_image(image, f):
       t = dataclasses.replace(targets, content=losses.content_targets(
           f, content_layers, loss_spec.normalization))
-      return objective.loss_terms(vgg_params, image, t, weights)
+      return objective.loss_terms(vgg_params, image, t, weights, **vgg_options)
 
     terms = {k: jnp.mean(v) for k, v in jax.vmap(per_image)(out, feats).items()}
     return terms['total'], terms
@@ -244,98 +236,39 @@ def prepare_styles(spec, crops: Crops) -> list[np.ndarray]:
   """The style images after colour control, as the loss sees them (RGB)."""
   styles = [image_io.read_image(s, f'style image {i + 1}', spec.max_input_pixels)
             for i, s in enumerate(spec.styles)]
-  if spec.color_control == 'histogram':
-    photos = crops.pixels()
-    styles = [np.clip(color.match_histogram(s, photos, spec.histogram_mode), 0, 1)
-              for s in styles]
-  elif spec.color_control == 'luminance':
-    y = color.luminance(crops.pixels())
-    styles = [np.repeat(color.match_luminance(color.luminance(s), y), 3, axis=-1)
-              for s in styles]
-  side = max(16, round(spec.fast.train_size * spec.style_scale))
-  return [np.asarray(image_io.resize(s, image_io.fit_long_side(s.shape[:2], side)))
-          for s in styles]
+  if spec.color_control != 'none':
+    styles = color.control_styles(styles, crops.pixels(), spec.color_control,
+                                  spec.histogram_mode)
+  side = plan_lib.style_side(spec.fast.train_size, spec.style_scale)
+  return [np.asarray(s) for s in inputs.resize_styles(styles, side)]
 
 
 def training_targets(spec, styles, params):
   """``(Targets without content, guidance [S, S, R] or None)`` for training."""
-  loss, g, size = spec.loss, spec.guidance, spec.fast.train_size
-  style_t = objective.style_targets(
-      params, styles, loss.style_layer_weights, style_blend=loss.style_blend,
-      normalization=loss.normalization, pooling=loss.pooling,
-      layer_styles=loss.layer_styles, global_weight=loss.global_style_weight)
-  guided, mask = {}, None
+  g, mp = spec.guidance, spec.max_input_pixels
+  masks = mask = None
   if g is not None:
-    mask = mask_io.load_guidance(g.content, (size, size), spec.max_input_pixels)
-    style_masks = inputs.style_guidance_masks(g, styles, spec.max_input_pixels)
-    side = objective.guided_style_stats(
-        params, styles, style_masks, g.region_styles, loss.style_layer_weights,
-        mode=g.mode, extra=g.extra, statistic=loss.statistic, pooling=loss.pooling)
-    guided, skipped = objective.guided_targets(
-        side, mask, g.region_weights, loss.style_layer_weights, mode=g.mode,
-        extra=g.extra, normalization=loss.normalization)
-    if any(bool(np.any(v)) for v in jax.device_get(skipped).values()):
-      log.warning('a guidance region is empty at some VGG layer at %d px crops; it is '
-                  'skipped there', size)
-    mask = jnp.asarray(mask)
-  return objective.Targets(content={}, style=style_t, guided=guided,
-                           pooling=loss.pooling, statistic=loss.statistic), mask
+    mask = mask_io.load_guidance(g.content, (spec.fast.train_size,) * 2, mp)
+    masks = inputs.style_guidance_masks(g, styles, mp)
+  targets, skipped = inputs.image_targets(
+      params, inputs.style_statistics(params, styles, masks, spec.loss, g), spec.loss, g,
+      content_mask=mask)
+  inputs.warn_skipped(skipped)
+  return targets, None if mask is None else jnp.asarray(mask)
 
 
 # ---------------------------------------------------------------------------
-# The model files.
+# Samples and the model files.
 # ---------------------------------------------------------------------------
 
 
-def model_meta(spec, step: int) -> dict:
-  """What :func:`nst_jax.fast.load` needs to rebuild the network, and provenance."""
-  g = spec.guidance
-  return {
-      'format': FORMAT,
-      'channels': 1 if spec.color_control == 'luminance' else 3,
-      'guidance_channels': g.regions if g else 0,
-      'width': spec.fast.width, 'res_blocks': spec.fast.res_blocks,
-      'color_control': spec.color_control,
-      'guidance': g.content if g else '',
-      'region_styles': list(g.region_styles) if g else [],
-      'styles': [os.path.basename(str(s)) for s in spec.styles],
-      'train_size': spec.fast.train_size, 'style_scale': spec.style_scale,
-      'step': int(step),
-      'train_steps': spec.fast.train_steps, 'batch_size': spec.fast.batch_size,
-  }
-
-
-def param_names(params):
-  """``(names, leaves, treedef)`` of a network's parameters as a pure dict;
-  names like ``'down/0/conv/kernel'``."""
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(params))
-  names = ['/'.join(str(getattr(k, 'key', k)) for k in path) for path, _ in leaves]
-  return names, [v for _, v in leaves], treedef
-
-
-def flat_params(params) -> dict[str, np.ndarray]:
-  """``{'down/0/conv/kernel': array, ...}`` of a network's parameters."""
-  names, values, _ = param_names(params)
-  return {n: np.asarray(v, np.float32) for n, v in zip(names, values)}
-
-
-def save_model(workdir: str, params, meta: dict) -> None:
-  """``model.npz`` (parameters) and ``model.json`` (architecture), atomically."""
-  arrays = flat_params(params)
-  atomic_write(os.path.join(workdir, MODEL_NPZ),
-               lambda f: np.savez(f, **arrays))
-  atomic_write(os.path.join(workdir, MODEL_JSON),
-               lambda f: f.write(json.dumps(meta, indent=2) + '\n'), 'w')
-
-
-def sample_grid(inputs: np.ndarray, outputs: np.ndarray, pad: int = 4) -> np.ndarray:
-  """Two rows, inputs above outputs: ``[2S + 3pad, n(S + pad) + pad, 3]`` on white."""
-  n, h, w, _ = inputs.shape
+def sample_grid(photos: np.ndarray, outputs: np.ndarray, pad: int = 4) -> np.ndarray:
+  """Two rows, photos above outputs: ``[2S + 3pad, n(S + pad) + pad, 3]`` on white."""
+  n, h, w, _ = photos.shape
   grid = np.ones((2 * h + 3 * pad, n * (w + pad) + pad, 3), np.float32)
   for i in range(n):
     x = pad + i * (w + pad)
-    grid[pad:pad + h, x:x + w] = inputs[i]
+    grid[pad:pad + h, x:x + w] = photos[i]
     grid[2 * pad + h:2 * pad + 2 * h, x:x + w] = outputs[i]
   return grid
 
@@ -346,9 +279,7 @@ class Samples(Hook):
   def __init__(self, workdir: str, spec, graphdef, inputs_rgb: np.ndarray, guidance):
     self.workdir, self.spec, self.every = workdir, spec, spec.save_every
     self.rgb = inputs_rgb
-    channels = 1 if spec.color_control == 'luminance' else 3
-    self.inputs = (inputs_rgb if channels == 3
-                   else np.stack([color.luminance(x) for x in inputs_rgb]))
+    self.inputs = color.to_channels(inputs_rgb, color.channels(spec.color_control))
     g = None if guidance is None else jnp.broadcast_to(
         guidance, self.inputs.shape[:-1] + guidance.shape[-1:])
     self._apply = jax.jit(lambda p: network.apply(graphdef, p, self.inputs, g))
@@ -362,7 +293,7 @@ class Samples(Hook):
       out = np.stack([color.combine_luminance(y, x) for y, x in zip(out, self.rgb)])
     image_io.save_image(os.path.join(self.workdir, SAMPLES, f'step_{step:06d}.png'),
                         sample_grid(self.rgb, out))
-    save_model(self.workdir, state.params, model_meta(self.spec, step))
+    model_file.write(self.workdir, state.params, model_file.meta(self.spec, step))
 
   def chunk(self, stage, before, state, metrics, terms):
     if self.every and int(state.step) // self.every > before // self.every:
@@ -384,56 +315,43 @@ def run(spec, config, workdir: str, params=None, quiet: bool = False) -> str:
   """
   from nst_jax.weights import load_vgg19  # pylint: disable=g-import-not-at-top
   fast = spec.fast
-  workdir_lib.check_writable(workdir)
-  paths = image_io.list_images(fast.train_images)
-  crops = Crops(paths, fast.train_size, spec.seed, spec.max_input_pixels)
-  if params is None:
-    params = load_vgg19(spec.weights or None, network=spec.network)
-  styles = prepare_styles(spec, crops)
-  targets, guidance = training_targets(spec, styles, params)
-  meta = model_meta(spec, 0)
-  graphdef, net_params = network.create(meta['channels'], meta['guidance_channels'],
-                                        fast.width, fast.res_blocks, seed=spec.seed)
-  optimizer = optax.adam(spec.learning_rate)
-  state = _fresh(TrainState(net_params, optimizer.init(net_params),
-                                jnp.zeros((), jnp.int32)))
-  signature = [['fast_train', paths, fast.train_size, fast.batch_size]]
-  ckpt = checkpoint.Checkpointer(workdir, checkpoint.fingerprint(config, signature,
-                                                                 TRAINING_FIELDS),
-                                 [fast.train_steps], spec.checkpoint_every, spec.resume)
-  workdir_lib.write_config(workdir, config)
-  kept = workdir_lib.trim_log(workdir, ckpt.point)
-  restored = ckpt.restore(0, state)
-  if restored is not None:
-    state = restored
-  weights = objective.LossWeights(*(jnp.float32(w) for w in (
-      spec.loss.content_weight, spec.loss.style_weight, spec.loss.tv_weight)))
-  consts = (guidance, (params, targets, weights))
-  run_chunk = make_chunk_fn(make_loss_fn(graphdef, spec.loss), optimizer)
   k, size, b = spec.log_every, fast.train_size, fast.batch_size
-  channels = meta['channels']
-  total = jnp.int32(fast.train_steps)
+  paths = image_io.list_images(fast.train_images)
+  fingerprint = checkpoint.fingerprint(config, [['fast_train', paths, size, b]],
+                                       TRAINING_FIELDS)
+  with workdir_lib.Session(workdir, config, [((size, size), fast.train_steps, b)],
+                           fingerprint=fingerprint, checkpoint_every=spec.checkpoint_every,
+                           resume=spec.resume, quiet=quiet) as session:
+    crops = Crops(paths, size, spec.seed, spec.max_input_pixels)
+    if params is None:
+      params = load_vgg19(spec.weights or None, network=spec.network)
+    targets, guidance = training_targets(spec, prepare_styles(spec, crops), params)
+    meta = model_file.meta(spec, 0)
+    graphdef, net_params = network.create(meta['channels'], meta['guidance_channels'],
+                                          fast.width, fast.res_blocks, seed=spec.seed)
+    optimizer = optax.adam(spec.learning_rate)
+    state = _fresh(TrainState(net_params, optimizer.init(net_params),
+                              jnp.zeros((), jnp.int32)))
+    restored = session.checkpointer.restore(0, state)
+    state = state if restored is None else restored
+    consts = (guidance, (params, targets, inputs.loss_weights(spec.loss)))
+    run_chunk = make_chunk_fn(make_loss_fn(graphdef, spec.loss, spec.vgg_options), optimizer)
+    total = jnp.int32(fast.train_steps)
 
-  def batches(start):
-    out = np.stack([crops.batch(s, b) for s in range(start, start + k)])
-    return out if channels == 3 else color.luminance(out)
+    def batches(start):
+      return color.to_channels(np.stack([crops.batch(s, b) for s in range(start, start + k)]),
+                               meta['channels'])
 
-  reporter = Reporter([(fast.train_steps, float(size * size * b))],
-                      workdir_lib.log_path(workdir), quiet=quiet, previous=kept)
-  content = _center_square(image_io.read_image(spec.content, 'content image',
-                                              spec.max_input_pixels), size)
-  sample_inputs = np.concatenate([content[None], crops.samples(3)])
-  hooks = [reporter, Samples(workdir, spec, graphdef, sample_inputs, guidance), ckpt]
-  restore_signals = ckpt.install_signal_handlers()
-  try:
+    content = _center_square(image_io.read_image(spec.content, 'content image',
+                                                spec.max_input_pixels), size)
+    hooks = session.hooks(Samples(workdir, spec, graphdef,
+                                  np.concatenate([content[None], crops.samples(3)]), guidance),
+                          summaries.hook(workdir, spec, config, session.stages))
     t = time.perf_counter()
     first = batches(int(state.step))
     compiled = run_chunk.lower(state, first, consts, total).compile()
-    compile_s = time.perf_counter() - t
-    stage = plan_lib.StagePlan((size, size), fast.train_steps, size)
-    resumed_at = int(state.step)
     for h in hooks:
-      h.stage_start(0, stage, b, compile_s, resumed_at)
+      h.stage_start(0, time.perf_counter() - t, int(state.step))
     while int(state.step) < fast.train_steps:
       before = int(state.step)
       data = first if first is not None else batches(before)
@@ -451,12 +369,6 @@ def run(spec, config, workdir: str, params=None, quiet: bool = False) -> str:
         h.chunk(0, before, state, metrics, chunk_terms)
     for h in hooks:
       h.stage_end(0, state)
-  finally:
-    reporter.close()
-    restore_signals()
-    ckpt.close()
-  if workdir_lib.writer():
-    plot_losses(os.path.join(workdir, workdir_lib.LOSS_PLOT), reporter)
   return workdir
 
 
