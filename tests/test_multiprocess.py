@@ -35,8 +35,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (one 16-bit step); the batch (4 steps) <= 5.0e-4 / 8.7e-7. The same
 # single-process run on the other kernel sets moves by up to max 2.4e-2,
 # mean 5.9e-4: rounding alone can do that, hence bounds of ~3x it (the old
-# max 2e-3 rested on this CPU's luck; a real AVX2 CPU gave 1.83e-3 on the
-# like-made tiled comparison of test_memory.py). The exact claim is the
+# max 2e-3 held on the four kernel sets measured, but a real AVX2 CPU broke
+# the like-made bound of test_memory.py at 1.83e-3). The exact claim is the
 # first step's loss, one evaluation at the same start: measured equal (0).
 # A run that lost or misplaced a process's bands would be off by O(0.1).
 IMAGE_MAX, IMAGE_MEAN, FIRST_LOSS_REL = 5e-2, 2e-3, 1e-5
