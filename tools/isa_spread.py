@@ -29,9 +29,11 @@ compare runs") has the numbers of the last run.
 from __future__ import annotations
 
 import argparse
+import atexit
 import ctypes
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -78,6 +80,7 @@ def apply_emulation():
 
 def _env(cpu, halo_bug=False):
   site = tempfile.mkdtemp(prefix='isa_site_')
+  atexit.register(shutil.rmtree, site, True)
   with open(os.path.join(site, 'sitecustomize.py'), 'w') as f:
     f.write(f'import sys\nsys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n'
             'import isa_spread\nisa_spread.apply_emulation()\n')
@@ -138,7 +141,6 @@ def case_batch(tmp):
 
 def case_multiprocess(tmp):
   """test_multiprocess.py: 2 processes x 2 devices vs 1 process x 4 devices."""
-  import shutil
   from PIL import Image
   sys.path.insert(0, os.path.join(ROOT, 'tests'))
   import test_multiprocess as mp
