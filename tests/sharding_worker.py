@@ -62,6 +62,10 @@ def main():
                                                    sharding.replicate(t2, mesh))))
   vt, gt = vg8(sharding.place(x[0], mesh, x.shape[1:], batched=False))
   vu, gu = jax.value_and_grad(lambda p: objective.total_loss(p, params, t2, weights))(x[0])
+  np.savez(os.path.join(os.environ['WORK'], 'outputs.npz'),   # for tools/isa_spread.py
+           run_single=single, run_multi=multi, batch_single=np.stack(batch_single),
+           batch_multi=np.stack(batch_multi), tiled_run_single=tiled_single,
+           tiled_run_multi=tiled_multi)
   print(json.dumps({
       'devices': jax.device_count(),
       'state_is_batched': list(state.pixels.shape),
@@ -72,14 +76,18 @@ def main():
       'halo_exchange': 'collective-permute' in hlo,
       'all_reduce': 'all-reduce' in hlo,
       'run_max_diff': float(np.abs(single - multi).max()),
+      'run_mean_diff': float(np.abs(single - multi).mean()),
       'run_shape': list(multi.shape),
       'batch_mesh': list(batch_mesh),
       'tiled_tiles': tiling.make_tiling((64, 96), 16, t2.layers).count,
       'tiled_loss_rel': float(abs(vt - vu) / abs(vu)),
       'tiled_grad_rel': float(jnp.linalg.norm(gt - gu) / jnp.linalg.norm(gu)),
       'tiled_run_max_diff': float(np.abs(tiled_single - tiled_multi).max()),
+      'tiled_run_mean_diff': float(np.abs(tiled_single - tiled_multi).mean()),
       'batch_max_diff': max(float(np.abs(a - b).max())
                             for a, b in zip(batch_single, batch_multi)),
+      'batch_mean_diff': max(float(np.abs(a - b).mean())
+                             for a, b in zip(batch_single, batch_multi)),
   }))
 
 

@@ -128,10 +128,53 @@ def test_a_resumed_stage_keeps_its_estimate_in_step():
   assert resumed.memory.total < m.total          # tiled, shorter history: less
 
 
+RUN = dict(sizes=(200,), steps=(4,), content_layers=('relu3_1',),
+           style_layers=('relu1_1', 'relu2_1', 'relu3_1'))
+
+
+def one_evaluation(vgg_params, image):
+  """Relative error of the tiled (96 px) loss and gradient against untiled, at
+  ``image`` and at the content (the run's start), on the run's geometry."""
+  from nst_jax import config as cl, image_io
+  params = nst_jax.load_vgg19() if vgg_params is None else vgg_params
+  content = image_io.resize(nst_jax.load_image(cl.asset('chelsea.png')), image.shape[:2])
+  style = nst_jax.load_image(cl.asset('starry_night.jpg'))
+  style = image_io.resize(style, image_io.fit_long_side(style.shape[:2], max(image.shape)))
+  t = objective.make_targets(params, content, [style], content_layers=RUN['content_layers'],
+                             style_layers=RUN['style_layers'])
+  w = objective.LossWeights(1.0, 100.0, 0.5)
+  vg = {tile: jax.jit(jax.value_and_grad(
+      lambda x, tile=tile: objective.total_loss(x, params, t, w, tile=tile))) for tile in (0, 96)}
+  errors = {'value_rel': 0.0, 'grad_rel': 0.0}
+  for x in (jnp.asarray(image), jnp.asarray(content)):
+    (v0, g0), (v1, g1) = vg[0](x), vg[96](x)
+    errors['value_rel'] = max(errors['value_rel'], abs(float(v1 - v0)) / abs(float(v0)))
+    errors['grad_rel'] = max(errors['grad_rel'],
+                             float(jnp.linalg.norm(g1 - g0) / jnp.linalg.norm(g0)))
+  return errors
+
+
 def test_tiled_run_equals_untiled_run(vgg_params, assets, monkeypatch):
-  """End to end: the same image after a few L-BFGS steps, tiled or not."""
-  kw = dict(params=vgg_params, sizes=(200,), steps=(4,), content_layers=('relu3_1',),
-            style_layers=('relu1_1', 'relu2_1', 'relu3_1'))
+  """End to end: the engine optimises with the tiled loss and lands where the
+  untiled run does.
+
+  Two claims, two bounds (tools/isa_spread.py re-measures them; WORKSPACE.md,
+  "Tests that compare runs"):
+
+  * One evaluation, exact: tiled and untiled value and gradient differ by
+    float32 summation order only. Measured relative error <= 2.6e-7 on
+    AVX-512 (this CPU), emulated AVX2 and AVX CPUs and XLA without YNNPACK;
+    bound 1e-5. A halo one stride short gives 8.1e-3 on the gradient.
+  * After 4 L-BFGS steps the line search amplifies that rounding, by an
+    amount that depends on the CPU's kernels: max |tiled - untiled| was
+    3.5e-4 here, 1.1e-5 emulated AVX2, 6.2e-5 AVX, 1.83e-3 on a real AMD EPYC
+    (AVX2) -- so the old bound of 1e-3 failed there. The bound comes from
+    the spread of rounding itself: the *same* untiled run on the other
+    kernel sets moves by up to max 1.8e-2, mean 5.8e-5; bounds 5e-2 and
+    2e-4 (~3x that). The short halo gives max 8.1e-2, mean 5.1e-4: it fails
+    both.
+  """
+  kw = dict(params=vgg_params, **RUN)
   untiled = nst_jax.stylize(assets['chelsea.png'], assets['starry_night.jpg'], tile=0, **kw)
   used = []
   real = tiling.sums
@@ -141,8 +184,12 @@ def test_tiled_run_equals_untiled_run(vgg_params, assets, monkeypatch):
   monkeypatch.setattr(tiling, "sums", spy)
   tiled = nst_jax.stylize(assets['chelsea.png'], assets['starry_night.jpg'], tile=96, **kw)
   assert used and set(used) == {96}
-  assert tiling.make_tiling(untiled.shape[:2], 96, ('relu3_1',)).count > 1
-  assert np.abs(tiled - untiled).max() < 1e-3
+  assert tiling.make_tiling(untiled.shape[:2], 96, RUN['content_layers']).count > 1
+  monkeypatch.undo()
+  errors = one_evaluation(vgg_params, untiled)
+  assert errors['value_rel'] <= 1e-5 and errors['grad_rel'] <= 1e-5, errors
+  diff = np.abs(tiled - untiled)
+  assert diff.max() <= 5e-2 and diff.mean() <= 2e-4, (diff.max(), diff.mean())
   assert np.abs(untiled - nst_jax.image_io.resize(
       nst_jax.load_image(assets['chelsea.png']), untiled.shape[:2])).mean() > 1e-2
 

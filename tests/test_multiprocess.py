@@ -8,6 +8,7 @@ process makes the other exit with one line in bounded time, and rerunning
 both resumes from the shared checkpoints.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -27,7 +28,18 @@ pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One 96-px stage, a few L-BFGS steps: the processes' all-reduces sum in
 # another order than one process's, and the line search amplifies float
-# rounding over many steps (the losses agree to 1e-7 at first).
+# rounding by an amount that depends on the CPU's kernels
+# (tools/isa_spread.py, WORKSPACE.md "Tests that compare runs"). Measured
+# max / mean |2 processes - 1| on AVX-512 (this CPU) and emulated AVX2, AVX
+# and no-YNNPACK kernels: one image (6 steps) 1.5e-5 / <= 5.9e-8 on all four
+# (one 16-bit step); the batch (4 steps) <= 5.0e-4 / 8.7e-7. The same
+# single-process run on the other kernel sets moves by up to max 2.4e-2,
+# mean 5.9e-4: rounding alone can do that, hence bounds of ~3x it (the old
+# max 2e-3 held on the four kernel sets measured, but a real AVX2 CPU broke
+# the like-made bound of test_memory.py at 1.83e-3). The exact claim is the
+# first step's loss, one evaluation at the same start: measured equal (0).
+# A run that lost or misplaced a process's bands would be off by O(0.1).
+IMAGE_MAX, IMAGE_MEAN, FIRST_LOSS_REL = 5e-2, 2e-3, 1e-5
 ARGS = ['--config=configs/default.py', '--config.sizes=96', '--config.steps=6',
         '--config.log_every=2', '--config.checkpoint_every=2', '--config.devices=0',
         '--config.output_bits=16', '--config.save_every=2', '--quiet']
@@ -92,6 +104,19 @@ def _image(path):
   return np.vstack([np.asarray(r, np.float32) for r in rows]).reshape(h, w, -1) / 65535
 
 
+def _losses(workdir):
+  return [json.loads(line)['loss'] for line in (workdir / 'losses.jsonl').read_text().splitlines()
+          if '"loss"' in line]
+
+
+def _agree(single_dir, multi_dir, single, multi):
+  """The runs' first losses (one evaluation each) equal, their images close."""
+  a, b = _losses(single_dir)[0], _losses(multi_dir)[0]
+  assert abs(a - b) <= FIRST_LOSS_REL * abs(a), (a, b)
+  diff = np.abs(single - multi)
+  assert diff.max() <= IMAGE_MAX and diff.mean() <= IMAGE_MEAN, (diff.max(), diff.mean())
+
+
 def _steps(workdir):
   return sum('"loss"' in line for line in (workdir / 'losses.jsonl').read_text().splitlines())
 
@@ -103,7 +128,7 @@ def test_two_processes_equal_one_process_with_four_devices(tmp_path, vgg_params)
   assert 'process 0 of 2, 2 local / 4 global devices' in errs[0], errs[0][-2000:]
   single, multi = _image(tmp_path / 'single/final.png'), _image(w0 / 'final.png')
   assert single.shape == multi.shape == (64, 96, 3)
-  assert np.max(np.abs(single - multi)) <= 2e-3, np.max(np.abs(single - multi))
+  _agree(tmp_path / 'single', w0, single, multi)
   # Only process 0 wrote: nothing but the shared checkpoints in process 1's workdir.
   assert sorted(os.listdir(w1)) == ['checkpoints'], os.listdir(w1)
   assert {'final.png', 'losses.jsonl', 'losses.png', 'config.json'} <= set(os.listdir(w0))
@@ -128,7 +153,7 @@ def test_batch_is_data_parallel_over_processes(tmp_path, vgg_params):
   assert sorted(os.listdir(w0 / 'batch')) == ['a.png', 'b.png']
   for name in ('a.png', 'b.png'):
     single, multi = _image(tmp_path / 'single/batch' / name), _image(w0 / 'batch' / name)
-    assert np.max(np.abs(single - multi)) <= 2e-3, (name, np.max(np.abs(single - multi)))
+    _agree(tmp_path / 'single', w0, single, multi)
   assert sorted(os.listdir(w1)) == ['checkpoints']
 
 
@@ -161,7 +186,11 @@ def test_lost_process_stops_the_other_and_the_job_resumes(tmp_path, vgg_params):
   errs = _pair((w0, w1), *extra)
   assert 'resuming from stage 1' in errs[0]
   # ... to the image of an uninterrupted pair (24 L-BFGS steps: a single
-  # process would differ by float summation order, amplified).
+  # process would differ by float summation order, amplified). Both pairs
+  # compile the same programs on the same CPU and the checkpoint restores
+  # the state bit for bit, so kernels cannot differ between them: measured
+  # equal bit for bit (also with emulated AVX2 kernels); 1e-4 is a few
+  # 16-bit steps.
   u0, u1 = _workdirs(tmp_path / 'uninterrupted')
   _pair((u0, u1), *extra)
   resumed, uninterrupted = _image(w0 / 'final.png'), _image(u0 / 'final.png')

@@ -58,7 +58,11 @@ def test_lbfgs_reuses_line_search_evaluations():
 
 
 def test_batch_members_are_independent_runs():
-  """Every image of a batch has its own L-BFGS: same trajectory as alone."""
+  """Every image of a batch has its own L-BFGS: same trajectory as alone.
+
+  Exact: the batch loops the one-image update; passes on AVX-512 and with
+  emulated AVX2 and AVX kernels (tools/isa_spread.py --cpu).
+  """
   opt = optim.make_optimizer('lbfgs')
   run = optim.make_chunk_fn(_loss, opt, chunk=7)
   scale = jnp.arange(1.0, 13.0).reshape(2, 2, 3)

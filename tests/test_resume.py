@@ -63,6 +63,10 @@ def _start_and_interrupt(work, sig, delay):
   return p.returncode, err
 
 
+# Bit-identical on any CPU: the resumed process compiles the same programs
+# as the uninterrupted one on the same machine, and the checkpoint restores
+# the state exactly, so both use the same kernels (this file also passes
+# with emulated AVX2 and AVX kernels: tools/isa_spread.py --cpu).
 @pytest.mark.parametrize('trial', range(2))
 def test_kill9_then_resume_is_bit_identical(reference, tmp_path, trial):
   # Trial 0 kills soon after the first checkpoint; trial 1 at a random moment.

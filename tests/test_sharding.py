@@ -8,6 +8,21 @@ import sys
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# After 5 L-BFGS steps (96 px) the sharded runs (another XLA program: halo
+# exchanges, all-reduces) differ from one device by float rounding amplified
+# by the line search, and how much depends on the CPU's kernels
+# (tools/isa_spread.py, WORKSPACE.md "Tests that compare runs"): max / mean
+# |8 devices - 1| measured, AVX-512 (this CPU) | emulated AVX2 | AVX | no YNNPACK:
+#   run        3.1e-4 / 9.4e-6 | 9.0e-3 / 4.6e-4 | 2.3e-6 / 9.6e-8 | 2.1e-6 / 5.3e-8
+#   batch      1.2e-3 / 4.0e-6 | 3.7e-4 / 3.7e-7 | 2.2e-6 / 8.7e-8 | 5.4e-5 / 7.0e-8
+#   tiled_run  4.7e-3 / 2.9e-5 | 1.0e-6 / 6.9e-8 | 4.7e-3 / 3.1e-5 | 3.0e-4 / 3.3e-7
+# (the old bound, max 1e-2, had 10 % left on AVX2). The same single-device
+# run on the other kernel sets moves by up to max 1.1e-2, mean 4.4e-4: that
+# is what rounding alone does, so the bounds are ~3x it. A tiled run whose
+# halo is one stride short gives tiled_run max 2.7e-1, mean 2.5e-3 (and a
+# gradient error of 1.7e-3): caught. The one-evaluation claims are the exact
+# ones: loss identical, gradient <= 3.6e-7 relative on every kernel set.
+RUN_MAX, RUN_MEAN = 3e-2, 1.5e-3
 
 
 @pytest.mark.slow
@@ -26,12 +41,12 @@ def test_spatial_sharding_matches_single_device(vgg_params, tmp_path):
   assert res['halo_exchange'] and res['all_reduce'], res
   # A short L-BFGS run ends at the same image (float summation order only).
   assert res['run_shape'] == [64, 96, 3]
-  assert res['run_max_diff'] < 1e-2, res
+  assert res['run_max_diff'] < RUN_MAX and res['run_mean_diff'] < RUN_MEAN, res
   # A batch of two: data parallel over 'b' and bands over 'h' at once.
   assert res['batch_mesh'] == [2, 4]
-  assert res['batch_max_diff'] < 1e-2, res
+  assert res['batch_max_diff'] < RUN_MAX and res['batch_mean_diff'] < RUN_MEAN, res
   # Tiled evaluation with the tiles shared by the 8 devices: the same loss,
   # gradient and result as one device untiled.
   assert res['tiled_tiles'] > 8
   assert res['tiled_loss_rel'] < 1e-5 and res['tiled_grad_rel'] < 1e-5, res
-  assert res['tiled_run_max_diff'] < 1e-2, res
+  assert res['tiled_run_max_diff'] < RUN_MAX and res['tiled_run_mean_diff'] < RUN_MEAN, res

@@ -90,11 +90,17 @@ def test_tiled_luminance_equals_untiled(vgg_params):
   assert abs(float(v1 - v0)) <= 1e-5 * abs(float(v0))
   # The same function on the grey image as 3 equal channels, summed: XLA
   # compiles the untiled 1-channel graph with the broadcast folded into the
-  # first convolution, a different float32 summation order (both are within
-  # ~3e-4 of a float64 evaluation); the 3-channel graph is the tiled one's.
+  # first convolution, a different float32 summation order; the 3-channel
+  # graph is the tiled one's.
   _, g3 = _value_and_grad(vgg_params, t, jnp.repeat(x, 3, -1), 0)
   assert _rel(g1[..., 0], g3.sum(-1)) <= 1e-5
-  assert _rel(g1, g0) <= 1e-3
+  # How far the untiled 1-channel graph is off depends on the CPU's kernels
+  # (tools/isa_spread.py): against a float64 evaluation 6.7e-4 with YNNPACK's
+  # AVX-512 and (emulated) AVX2 convolutions, 5.8e-5 with AVX ones; the tiled
+  # and 3-channel gradients 1e-5 and 5.8e-5. So |tiled - untiled| measured
+  # 6.7e-4 (AVX-512, AVX2), 1.7e-7 (AVX), 6.1e-6 (XLA without YNNPACK);
+  # bound 2e-3, 3x the worst. A halo one stride short gives 9.4e-3 here.
+  assert _rel(g1, g0) <= 2e-3
 
 
 def test_tiled_targets_equal_untiled(vgg_params):
