@@ -59,7 +59,6 @@ NORMALIZATIONS = ('relative', 'gatys')
 STYLE_STATISTICS = ('gram', 'w2')        # what style targets compare
 STATISTICS = ('gram', 'mean', 'w2')      # what guided targets compare
 W2_EPS = 1e-5       # Σ + ε I, ε = W2_EPS · tr(Σ_s) / N: keeps the square roots finite
-W2_ITERATIONS = 20  # Newton–Schulz iterations per evaluation (error in WORKSPACE.md)
 
 
 # ---------------------------------------------------------------------------
@@ -247,7 +246,8 @@ def w2_target(mean: jax.Array, second: jax.Array) -> W2Target:
   """The target of a style layer from its moments μ_s = ΣF/M and S_s = ΣFᵀF/M.
 
   Σ_s^½ is computed once here (``eigh``; not differentiated); the loss's own
-  square root, of a matrix that changes every step, is Newton–Schulz.
+  square root, of a matrix that changes every step, is
+  :func:`nst_jax.linalg.trace_sqrt` (Newton–Schulz on accelerators).
   """
   cov = _covariance(mean, second)
   n = cov.shape[-1]
@@ -260,10 +260,11 @@ def w2_target(mean: jax.Array, second: jax.Array) -> W2Target:
 
 
 def w2_distance(mean: jax.Array, second: jax.Array, target: W2Target,
-                iterations: int = W2_ITERATIONS) -> jax.Array:
+                method: str | None = None) -> jax.Array:
   """Squared 2-Wasserstein distance between N(μ, Σ + εI) and the target's
   Gaussian: ‖μ − μ_s‖² + tr(Σ + εI) + tr(Σ_s + εI) − 2 tr((Σ_s^½ (Σ + εI) Σ_s^½)^½),
-  with Σ = S − μμᵀ from the moments μ, S (leading axes: regions)."""
+  with Σ = S − μμᵀ from the moments μ, S (leading axes: regions). ``method``:
+  how tr(·^½) is computed (:func:`nst_jax.linalg.trace_sqrt`)."""
   n = mean.shape[-1]
   cov = _covariance(mean, second) + target.eps[..., None, None] * jnp.eye(n, dtype=mean.dtype)
   r = target.cov_sqrt
@@ -271,7 +272,7 @@ def w2_distance(mean: jax.Array, second: jax.Array, target: W2Target,
   m = _sym(jnp.matmul(jnp.matmul(r, cov, precision=prec), r, precision=prec))
   dm = mean - target.mean
   return (jnp.sum(dm * dm, axis=-1) + jnp.trace(cov, axis1=-2, axis2=-1)
-          + target.cov_trace - 2.0 * linalg.trace_sqrt(m, iterations))
+          + target.cov_trace - 2.0 * linalg.trace_sqrt(m, method))
 
 
 def relative_scale(value) -> jax.Array:
