@@ -109,7 +109,8 @@ def stylize(content, styles, config: ml_collections.ConfigDict | None = None, *,
       a folder of images (then a list of results is returned).
     styles: one style (path or array) or a list of them.
     config: a ConfigDict (default: :func:`nst_jax.get_default_config`).
-    params: VGG19 params from :func:`load_vgg19` (loaded once if omitted).
+    params: VGG19 params from :func:`load_vgg19` (loaded once if omitted, as
+      ``weights`` and ``network`` say; given, they are used as they are).
     workdir: if given, also write the CLI's files there (no checkpoints),
       holding its lock meanwhile (:func:`nst_jax.workdir.locked`).
     quiet: no progress line.

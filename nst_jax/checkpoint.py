@@ -74,6 +74,9 @@ _NOT_FINGERPRINTED = ('output', 'save_every', 'checkpoint_every', 'resume',
                       # memory, not numbers: a resumed stage keeps its saved tile
                       'tile', 'memory_limit_gb',
                       'train_steps')   # fast_train: a longer run continues a shorter one
+# Fields added after checkpoints existed, with the value that reproduces the
+# runs before them: left out at that value, so those checkpoints still resume.
+_ADDED_LATER = {'style_statistic': 'gram', 'network': 'original'}
 
 
 def fingerprint(config, plan_signature=None, fields=None) -> str:
@@ -86,6 +89,9 @@ def fingerprint(config, plan_signature=None, fields=None) -> str:
     d = {k: d.get(k) for k in fields}
   for k in _NOT_FINGERPRINTED:
     d.pop(k, None)
+  for k, old in _ADDED_LATER.items():
+    if d.get(k) in (None, old):                # absent (an older config) or that value
+      d.pop(k, None)
   d['__plan__'] = plan_signature
   return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -469,23 +469,23 @@ def _loss(c, styles, guided: bool) -> LossSpec:
       tv_weight=weights['tv'],
       normalization=_choice('normalization', c.normalization, NORMALIZATIONS),
       pooling=_choice('pooling', c.pooling, vgg.POOLINGS),
-      statistic=_guided_statistic(c, style_statistic),
+      statistic=_guided_statistic(c, style_statistic, guided),
       style_statistic=style_statistic,
       # In guided runs the plain Gram term is lambda_global; otherwise it is the style loss.
       global_style_weight=(_number('global_style_weight', c.global_style_weight)
                            if guided else 1.0))
 
 
-def _guided_statistic(c, style_statistic: str) -> str:
+def _guided_statistic(c, style_statistic: str, guided_run: bool) -> str:
   """What guided targets compare: W2 runs compare each region's Gaussian."""
   guided = _choice('guided_statistic', c.guided_statistic, ('gram', 'mean'))
-  if style_statistic == 'w2':
+  if style_statistic == 'w2' and guided_run:
     if guided == 'mean':
       raise NSTError("config.guided_statistic='mean' compares feature means; "
                      "style_statistic='w2' compares each region's mean and covariance: "
                      "use guided_statistic='gram' with it")
     return 'w2'
-  return guided
+  return 'w2' if style_statistic == 'w2' else guided
 
 
 def _guidance(c, styles) -> GuidanceSpec | None:
@@ -545,6 +545,10 @@ def _scale_mix(c) -> ScaleMixSpec | None:
     raise NSTError('config.scale_fine_style and scale_coarse_style must be set together')
   if c.mode == 'scale_mix' and not fine:
     raise NSTError('config.mode=scale_mix needs scale_fine_style and scale_coarse_style')
+  if c.mode == 'scale_mix' and c.style_statistic != 'gram':
+    raise NSTError(f'config.style_statistic={c.style_statistic!r} would do nothing with '
+                   'mode=scale_mix: the mix matches Grams (Gatys et al. 2017, sec. 6); '
+                   'use mode=transfer with the scale_* styles to transfer the mix with it')
   layers = tuple(vgg.check_layers(_split(c.scale_layers), 'scale layer'))
   size = _int('scale_size', c.scale_size, 16)
   steps = _int('scale_steps', c.scale_steps, 0)

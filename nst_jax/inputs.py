@@ -130,7 +130,7 @@ def loss_weights(loss: config_lib.LossSpec) -> objective.LossWeights:
 
 def style_statistics(params, styles, style_masks, loss: config_lib.LossSpec,
                      guidance: config_lib.GuidanceSpec | None, tile: int = 0):
-  """``(style targets, guided style side or None)`` of style images at the
+  """``(style targets, guided style stats or None)`` of style images at the
   size the loss sees them; ``style_masks``: their ``[H_s, W_s, R]`` guidance
   at that size (None when unguided). Pass the result to :func:`image_targets`."""
   style_t = objective.style_targets(params, styles, loss.style_layer_weights, tile=tile,

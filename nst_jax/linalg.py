@@ -7,9 +7,10 @@ an eigenvalue that small would be that noise amplified; shifted, it is at
 most ½δ^−½ and the same in both ways:
 
 * ``'newton_schulz'`` (the default, ``METHOD``): matrix products only, so it
-  runs at matmul speed on TPU/GPU, and on the 2-core CPU it was faster than
-  LAPACK too (W2 loss+gradient at 256²: 1.41 s vs 2.92 s with ``eigh``;
-  512²: 1.98 vs 1.76 s; Gram 0.71 / 1.48 s; measured in one run). :func:`sqrtm` is the coupled Newton–Schulz
+  runs at matmul speed on TPU/GPU; on the 2-core CPU it was faster than
+  LAPACK at 256² and a little slower at 512² (W2 loss+gradient 1.41 vs 2.92 s
+  with ``eigh`` at 256², 1.98 vs 1.76 s at 512²; Gram 0.71 / 1.48 s; one run
+  at load ~3, 20 iterations). :func:`sqrtm` is the coupled Newton–Schulz
   iteration (Higham 2008, eq. 6.35) on the shifted, scaled A + δI
   (δ = ``NS_SHIFT`` · ‖A‖_F; Y₀ = (A + δI)/‖A + δI‖_F, Z₀ = I):
 
@@ -21,8 +22,9 @@ most ½δ^−½ and the same in both ways:
   products of the style loss (condition ~1e15) diverged after 25
   iterations (measured, WORKSPACE.md). The shift bounds the condition at
   1e7, so ``NS_ITERATIONS`` = 24 converge and any more stay put; it moves
-  tr(A^½) by Σ(√(λ+δ) − √λ) ≤ 0.6 % of the W2 style term's scale
-  (measured on VGG19 layers), in both ways. The gradient is reverse-mode autodiff
+  tr(A^½) by Σ(√(λ+δ) − √λ): 7e-5 … 3.2e-3 of the W2 term's scale
+  ‖μ_s‖² + tr Σ_s on the VGG19 layers at a photo (tools/statistic_cost.py),
+  in both ways. The gradient is reverse-mode autodiff
   through the unrolled loop: the derivative of what the forward computed,
   in matrix products too.
 * ``'eigh'`` (the reference, for tests): Σ √(λ_i + δ) from a symmetric

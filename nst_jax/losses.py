@@ -247,7 +247,7 @@ def w2_target(mean: jax.Array, second: jax.Array) -> W2Target:
 
   Σ_s^½ is computed once here (``eigh``; not differentiated); the loss's own
   square root, of a matrix that changes every step, is
-  :func:`nst_jax.linalg.trace_sqrt` (Newton–Schulz on accelerators).
+  :func:`nst_jax.linalg.trace_sqrt` (Newton–Schulz).
   """
   cov = _covariance(mean, second)
   n = cov.shape[-1]
@@ -299,13 +299,14 @@ def gatys_scale(value) -> float:
 
 class Target(NamedTuple):
   """A per-layer target and the scale its squared error is multiplied by."""
-  value: jax.Array   # P_l (content) or A_l (style Gram)
+  value: jax.Array   # P_l (content), A_l (style Gram) or a W2Target
   scale: jax.Array   # s_l, already multiplied by the layer weight
 
 
 class GuidedTarget(NamedTuple):
   """Per-region targets at one layer for spatial control (Gatys et al. 2017)."""
-  value: jax.Array      # [R, C, C] guided Grams, or [R, C] guided means
+  value: jax.Array      # [R, C, C] guided Grams, [R, C] guided means, or a
+  #                       W2Target with a leading [R]
   scale: jax.Array      # [R]: λ_r · w_l · s_l,r (0 for skipped regions)
   guidance: jax.Array   # [h, w, R]: the *content's* guidance channels
 
@@ -379,9 +380,11 @@ def content_loss(features: Mapping[str, jax.Array],
 
 def style_loss(features: Mapping[str, jax.Array],
                targets: Mapping[str, Target]) -> jax.Array:
-  """L_s = Σ_l scale_l · Σ (G_l − A_l)² with G_l = gram(F_l)."""
-  sums = position_sums(features, Wanted(grams=tuple(targets)))
-  return loss_from_sums(sums, _Targets(style=targets), _positions(features))['style']
+  """L_s = Σ_l scale_l · Σ (G_l − A_l)² with G_l = gram(F_l) (or, for
+  :class:`W2Target` targets, Σ_l scale_l · W2²)."""
+  t = _Targets(style=targets)
+  sums = position_sums(features, Wanted.of(t))      # W2 targets need the means too
+  return loss_from_sums(sums, t, _positions(features))['style']
 
 
 def guided_style_loss(features: Mapping[str, jax.Array],

@@ -19,7 +19,7 @@ layer's term by its target's size).
 
 Their file is not downloadable here, so the means are computed by
 ``tools/vgg_normalization.py`` from a documented set of public-domain photos
-and shipped as ``assets/vgg19_normalization.npz`` (16 vectors, 22 KB); that
+and shipped as ``assets/vgg19_normalization.npz`` (16 vectors, 26 KB); that
 tool also reports how much the factors move when the photos change.
 
 Example:
@@ -80,7 +80,7 @@ def normalize(params: dict, means: dict) -> dict:
 def channel_means(params: dict, images, pooling: str = 'max') -> dict:
   """``{conv: mean ReLU output per channel}``, each image weighted equally
   (images: ``[H, W, 3]`` in [0, 1], any sizes)."""
-  import jax  # pylint: disable=g-import-not-at-top  (numpy-only module otherwise)
+  import jax  # pylint: disable=g-import-not-at-top  (only this function runs VGG)
   layers = tuple(relu_of(c) for c in conv_names())
   feats = jax.jit(vgg.vgg_features, static_argnames=('layers', 'pooling'))
   total = {c: 0.0 for c in conv_names()}

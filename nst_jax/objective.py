@@ -44,10 +44,12 @@ class Targets:
 
   Attributes:
     content: ``{layer: losses.Target(P_l, scale)}``.
-    style: ``{layer: losses.Target(A_l, scale)}`` (blended Grams); ``{}`` if unused.
+    style: ``{layer: losses.Target(A_l, scale)}`` (blended Grams, or
+      :class:`~nst_jax.losses.W2Target` Gaussians); ``{}`` if unused.
     guided: ``{layer: losses.GuidedTarget}`` for spatial control; ``{}`` if off.
     pooling: static: ``'max'`` or ``'avg'``, the VGG the targets were made with.
-    statistic: static: what guided targets compare, ``'gram'`` or ``'mean'``.
+    statistic: static: what guided targets compare, ``'gram'``, ``'mean'``
+      or ``'w2'``.
   """
   content: dict
   style: dict

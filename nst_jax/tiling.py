@@ -32,7 +32,8 @@ untiled sums in one place and computes the same loss from either. Both
 passes are ``lax.scan`` loops inside the compiled step, so an L-BFGS chunk
 stays one XLA computation whose activations are those of one window. Value
 and gradient equal the untiled ones up to float32 summation order (tested to
-1e-5 relative). With a spatial mesh axis ``'h'`` the tiles are divided among
+1e-5 relative for Grams; W2's square roots amplify the summation order
+to ~2e-5 of the gradient). With a spatial mesh axis ``'h'`` the tiles are divided among
 its devices (each gathers the image, takes its share of tiles; sums are
 summed and the gradient reduce-scattered back into bands).
 

@@ -57,3 +57,49 @@ def test_shipped_factors_and_the_network_option(tmp_path):
     networks.load_means(str(bad))
   with pytest.raises(nst_jax.NSTError, match='config.network'):
     nst_jax.config.validate(nst_jax.make_config(network='vgg16'))
+
+
+def test_the_network_field_reaches_the_weights(monkeypatch, tmp_path):
+  """config.network is what api.run loads (optimisation and fast training)."""
+  from nst_jax import api
+  from nst_jax.fast import train
+  asked = []
+
+  class Loaded(Exception):
+    pass
+
+  def fake(path=None, **kw):
+    asked.append(kw.get('network'))
+    raise Loaded
+  monkeypatch.setattr(api, 'load_vgg19', fake)
+  monkeypatch.setattr(nst_jax.weights, 'load_vgg19', fake)
+  with pytest.raises(Loaded):
+    nst_jax.run(nst_jax.make_config(network='normalized', sizes=(32,), steps=(1,)),
+                str(tmp_path / 'opt'), quiet=True)
+  photos = tmp_path / 'photos'
+  photos.mkdir()
+  image_io.save_image(str(photos / 'a.png'), np.zeros((40, 40, 3), np.float32))
+  with pytest.raises(Loaded):
+    nst_jax.run(nst_jax.make_config(network='normalized', job='fast_train',
+                                    train_images=str(photos), train_size=32),
+                str(tmp_path / 'fast'), quiet=True)
+  assert asked == ['normalized', 'normalized']
+
+
+def test_fields_added_later_keep_earlier_checkpoints_resumable():
+  """A checkpoint made before style_statistic and network existed resumes: at
+  the values that reproduce those runs the fields are not in the
+  fingerprint (of the optimisation, and of fast training's fields), any
+  other value is."""
+  from nst_jax import checkpoint
+  from nst_jax.fast import train
+  c = nst_jax.get_default_config()
+  before = c.copy_and_resolve_references()
+  with before.unlocked():
+    del before['style_statistic'], before['network']
+  for fields in (None, train.TRAINING_FIELDS):
+    assert checkpoint.fingerprint(c, [], fields) == checkpoint.fingerprint(before, [], fields)
+    for k, v in (('style_statistic', 'w2'), ('network', 'normalized')):
+      other = c.copy_and_resolve_references()
+      other[k] = v
+      assert checkpoint.fingerprint(other, [], fields) != checkpoint.fingerprint(c, [], fields)

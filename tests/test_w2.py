@@ -220,3 +220,54 @@ def test_fast_training_with_w2(tmp_path, vgg_params, assets):
   records = [json.loads(l) for l in open(tmp_path / 'w' / 'losses.jsonl')]
   losses_ = [r['loss'] for r in records if 'loss' in r]
   assert len(losses_) == 20 and np.mean(losses_[-5:]) < 0.8 * np.mean(losses_[:5]), losses_
+
+
+def test_the_public_style_loss_takes_w2_targets(vgg_params):
+  """nst_jax.style_loss(features, targets) with W2 targets is Σ scale · W2²."""
+  content, style = _images()
+  layers = SHALLOW['style_layers']
+  t = objective.style_targets(vgg_params, [style], layers, style_statistic='w2')
+  feats = objective.features(vgg_params, content, layers)
+  expected = 0.0
+  for l in layers:
+    mean, second = objective.style_moments(vgg_params, content, (l,))
+    expected += float(t[l].scale * losses.w2_distance(mean[l], second[l], t[l].value))
+  assert abs(float(nst_jax.style_loss(feats, t)) - expected) <= 1e-5 * expected
+
+
+def test_the_statistic_reaches_the_stage_and_training_targets(vgg_params, assets, tmp_path):
+  """What the engine and fast training compare really is W2 (plain and guided)."""
+  from nst_jax import config as config_lib, inputs, plan as plan_lib
+  from nst_jax.fast import train
+  c = nst_jax.make_config(content=assets['chelsea.png'], styles=(assets['the_scream.jpg'],),
+                          sizes=(64,), steps=(1,), style_statistic='w2',
+                          content_guidance='halves_x', global_style_weight=0.5, **SHALLOW)
+  spec = config_lib.validate(c)
+  phase = plan_lib.make_plan(spec).phases[0]
+  prepared = inputs.prepare(phase, inputs.style_images(phase, [], spec.max_input_pixels),
+                            spec.max_input_pixels)
+  targets, _ = inputs.stage_targets(phase, prepared, 0, vgg_params)
+  assert targets.statistic == 'w2'
+  assert all(isinstance(t.value, losses.W2Target) for t in targets.style.values())
+  assert all(isinstance(t.value, losses.W2Target) for t in targets.guided.values())
+  photos = tmp_path / 'photos'
+  photos.mkdir()
+  image_io.save_image(str(photos / 'a.png'), np.asarray(prepared.contents[0]))
+  c.job, c.train_images, c.train_size = 'fast_train', str(photos), 32
+  spec = config_lib.validate(c)
+  styles = train.prepare_styles(spec, train.Crops([str(photos / 'a.png')], 32, 0,
+                                                  spec.max_input_pixels))
+  t, _ = train.training_targets(spec, styles, vgg_params)
+  assert all(isinstance(v.value, losses.W2Target) for v in (*t.style.values(),
+                                                            *t.guided.values()))
+
+
+def test_config_refuses_w2_where_it_would_do_nothing(assets):
+  base = dict(scale_fine_style=assets['starry_night.jpg'],
+              scale_coarse_style=assets['the_scream.jpg'], mode='scale_mix')
+  with pytest.raises(nst_jax.NSTError, match='would do nothing with mode=scale_mix'):
+    nst_jax.config.validate(nst_jax.make_config(style_statistic='w2', **base))
+  # Unguided, guided_statistic has nothing to compare: no refusal.
+  spec = nst_jax.config.validate(nst_jax.make_config(style_statistic='w2',
+                                                     guided_statistic='mean'))
+  assert spec.loss.style_statistic == 'w2'

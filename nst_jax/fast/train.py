@@ -74,7 +74,8 @@ from nst_jax.progress import TERMS
 
 # The config fields a trained network depends on: its checkpoint's
 # fingerprint (train_steps is left out: a longer run continues a shorter one;
-# optimisation-only fields and ones added later do not refuse a resume).
+# optimisation-only fields do not refuse a resume, nor do fields added later
+# at the value that reproduces earlier runs: checkpoint._ADDED_LATER).
 TRAINING_FIELDS = (
     'job', 'train_images', 'train_size', 'batch_size', 'net_width', 'net_res_blocks',
     'learning_rate', 'seed', 'styles', 'style_scale', 'style_blend_weights',
