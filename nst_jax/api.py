@@ -35,6 +35,8 @@ def make_config(config=None, **overrides) -> ml_collections.ConfigDict:
       raise NSTError(f'unknown config field {k!r}')
     if isinstance(c[k], str) and isinstance(v, int) and not isinstance(v, bool):
       v = str(v)                          # e.g. tile=256 for the field tile='auto'
+    if isinstance(c[k], tuple) and isinstance(v, str):
+      v = tuple(p.strip() for p in v.split(',') if p.strip())   # sizes='auto', styles='a.jpg'
     c[k] = tuple(v) if isinstance(v, list) else v
   return c
 

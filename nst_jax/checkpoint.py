@@ -76,7 +76,7 @@ _NOT_FINGERPRINTED = ('output', 'save_every', 'checkpoint_every', 'resume',
                       'train_steps')   # fast_train: a longer run continues a shorter one
 # Fields added after checkpoints existed, with the value that reproduces the
 # runs before them: left out at that value, so those checkpoints still resume.
-_ADDED_LATER = {'style_statistic': 'gram', 'network': 'original'}
+_ADDED_LATER = {'style_statistic': 'gram', 'network': 'original', 'average_decay': 0.0}
 
 
 def fingerprint(config, plan_signature=None, fields=None) -> str:

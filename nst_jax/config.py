@@ -56,8 +56,10 @@ def get_default_config() -> ml_collections.ConfigDict:
   #                                      (Gatys: mean activation 1; nst_jax/networks.py)
   c.max_input_pixels = image_io.DEFAULT_MAX_PIXELS  # decompression-bomb guard
   # Coarse-to-fine schedule: long side in pixels and steps, per stage.
-  c.sizes = (256, 512)
-  c.steps = (150, 50)                  # one value = same for every stage
+  c.sizes = (256, 512)                 # or 'auto' / 'auto,1024': sqrt(2) steps from
+  #                                      128 px up to the final long side (512 if omitted)
+  c.steps = (150, 50)                  # one value = same for every stage; with
+  #                                      sizes=auto two values = first stage, each later one
   c.style_scale = 1.0                  # style long side = content long side * this
   # Model and losses (see nst_jax/losses.py for the formulas).
   c.pooling = 'max'                    # 'max' | 'avg'
@@ -74,6 +76,8 @@ def get_default_config() -> ml_collections.ConfigDict:
   # Optimisation.
   c.optimizer = 'lbfgs'                # 'lbfgs' (zoom line search) | 'adam'
   c.learning_rate = 0.02               # Adam only; L-BFGS uses its line search
+  c.average_decay = 0.0                # Adam only: EMA of the iterates (bias-corrected),
+  #                                      what a stage hands on and writes; 0 = off
   c.lbfgs_memory = 10                  # L-BFGS history length
   c.tile = 'auto'                      # 'auto' | '0' (off) | tile side in px: exact tiled
   #                                      evaluation when a stage does not fit in memory
@@ -246,6 +250,7 @@ class RunSpec:
   resume: bool
   compilation_cache: bool
   tensorboard: bool = True
+  average_decay: float = 0.0           # Adam's iterate averaging (0 = off)
   job: str = 'optimize'                # 'optimize' | 'fast_train' | 'fast_apply'
   fast: FastSpec | None = None         # set for the fast_* jobs
 
@@ -350,16 +355,7 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
   styles = _split(c.styles if styles is None else styles)
   if not styles:
     raise NSTError('config.styles is empty: give at least one style image path')
-  sizes = tuple(_int('sizes', s, 16) for s in _split(c.sizes))
-  steps = tuple(_int('steps', s, 0) for s in _split(c.steps))
-  if not sizes:
-    raise NSTError('config.sizes is empty')
-  if len(steps) == 1:
-    steps = steps * len(sizes)
-  if len(steps) != len(sizes):
-    raise NSTError(f'config.steps has {len(steps)} values for {len(sizes)} sizes')
-  if any(b < a for a, b in zip(sizes, sizes[1:])):
-    raise NSTError(f'config.sizes must not decrease (coarse to fine): {sizes}')
+  sizes, steps = _schedule(c.sizes, c.steps)
   init = str(c.init)
   if not init:
     raise NSTError('config.init is empty; use content, noise, style or a path')
@@ -375,6 +371,7 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
       stages=tuple(Stage(a, b) for a, b in zip(sizes, steps)),
       optimizer=_choice('optimizer', c.optimizer, OPTIMIZERS),
       learning_rate=_number('learning_rate', c.learning_rate, positive=True),
+      average_decay=_average_decay(c),
       lbfgs_memory=_int('lbfgs_memory', c.lbfgs_memory, 1), init=init,
       seed=_int('seed', c.seed, 0),
       style_scale=_number('style_scale', c.style_scale, positive=True),
@@ -397,6 +394,76 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
       checkpoint_every=_int('checkpoint_every', c.checkpoint_every, 0),
       resume=bool(c.resume), compilation_cache=bool(c.compilation_cache),
       tensorboard=_flag('tensorboard', c.tensorboard), job=job, fast=fast)
+
+
+AUTO_START = 128                       # sizes=auto: the first stage's long side
+AUTO_FINAL = 512                       # ... and the last one's if not given
+AUTO_RATIO = math.sqrt(2.0)
+
+
+def geometric_sizes(final: int, start: int = AUTO_START,
+                    ratio: float = AUTO_RATIO) -> tuple[int, ...]:
+  """Long sides from ``start`` up to ``final`` in steps of ``ratio``
+  (``sizes=auto``); a last step up of less than 1.15x is dropped.
+
+  Example:
+    >>> geometric_sizes(512)
+    (128, 181, 256, 362, 512)
+  """
+  sizes, k = [], 0
+  while round(start * ratio ** k) < final:
+    sizes.append(round(start * ratio ** k))
+    k += 1
+  if sizes and final < sizes[-1] * 1.15:
+    sizes.pop()
+  return tuple(sizes) + (final,)
+
+
+def _schedule(sizes_field, steps_field) -> tuple[tuple[int, ...], tuple[int, ...]]:
+  """``(sizes, steps)``: explicit lists, or ``auto[,FINAL]`` with its steps rule."""
+  parts = _split(sizes_field)
+  auto = bool(parts) and isinstance(parts[0], str) and parts[0].lower() == 'auto'
+  if auto:
+    if len(parts) > 2:
+      raise NSTError(f'config.sizes=auto takes at most one final size (auto,1024), '
+                     f'got {sizes_field!r}')
+    final = _int('sizes', _as_int(parts[1]), 16) if len(parts) == 2 else AUTO_FINAL
+    sizes = geometric_sizes(final, min(AUTO_START, final))
+  else:
+    sizes = tuple(_int('sizes', _as_int(s), 16) for s in parts)
+  steps = tuple(_int('steps', s, 0) for s in _split(steps_field))
+  if not sizes:
+    raise NSTError('config.sizes is empty')
+  if len(steps) == 1:
+    steps = steps * len(sizes)
+  elif auto and len(steps) == 2:                # first stage, every later stage
+    steps = steps[:1] + steps[1:] * (len(sizes) - 1)
+  if len(steps) != len(sizes):
+    raise NSTError(f'config.steps has {len(steps)} values for {len(sizes)} sizes'
+                   + (f' {sizes} (sizes=auto takes one or two)' if auto else ''))
+  if any(b < a for a, b in zip(sizes, sizes[1:])):
+    raise NSTError(f'config.sizes must not decrease (coarse to fine): {sizes}')
+  return sizes, steps
+
+
+def _as_int(value):
+  """``'512'`` -> 512 (a size written in a string list); anything else as it is."""
+  if isinstance(value, str):
+    try:
+      return int(value.strip())
+    except ValueError:
+      return value
+  return value
+
+
+def _average_decay(c) -> float:
+  decay = _number('average_decay', c.average_decay)
+  if decay >= 1:
+    raise NSTError(f'config.average_decay must be below 1 (an EMA), got {decay}')
+  if decay and c.optimizer != 'adam':
+    raise NSTError('config.average_decay averages Adam\'s iterates; set '
+                   '--config.optimizer=adam or leave it 0')
+  return decay
 
 
 def _fast(c, job: str) -> FastSpec | None:

@@ -61,7 +61,8 @@ class Hook:
   def chunk(self, stage: int, before: int, state: optim.StageState,
             metrics: optim.StepMetrics, terms: dict) -> None:
     """After a compiled chunk: ``metrics`` per step (``[chunk, B]``, numpy),
-    ``terms`` the loss terms (mean over the batch) at the chunk's final images.
+    ``terms`` the loss terms (mean over the batch) at the chunk's final images
+    (``state.output``: the iterate average with averaging).
     With several processes every process calls every hook (``state`` is a
     global array: use :func:`nst_jax.sharding.to_host` on all of them); only
     process 0 writes files."""
@@ -126,7 +127,7 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
   chunk = math.gcd(spec.log_every, spec.save_every) if spec.save_every else spec.log_every
   mesh = sharding.make_mesh(spec.devices, phase.batch)
   shared = sharding.replicate((params, weights), mesh)
-  image = None
+  image = previous = None                        # the last stage's output and state
   for k, stage in enumerate(phase.stages):
     g = first_stage + k
     if resume is not None and resume.skip_stage(g):
@@ -137,7 +138,7 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
       stage = resume.stage_as_saved(g, stage)
     loss_fn, terms_fn = _loss_fns(stage.tile, mesh, spec.vgg_options)
     optimizer = optim.make_optimizer(spec.optimizer, spec.learning_rate,
-                                     stage.lbfgs_memory)
+                                     stage.lbfgs_memory, spec.average_decay)
     run_chunk = optim.make_chunk_fn(loss_fn, optimizer, chunk, mesh)
     targets, skipped = inputs.stage_targets(phase, prepared, k, params)
     if skipped and k == 0:
@@ -150,8 +151,12 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
       restored = state = resume.restore(
           g, abstract, sharding.shardings(abstract, mesh, start.shape[1:]))
     if state is None:
-      state = sharding.place(optim.init_state(optimizer, start), mesh, start.shape[1:])
-    start = None
+      state = optim.init_state(optimizer, start)
+      if previous is not None:                   # Adam's moments, resized
+        state = state._replace(opt_state=optim.carry_moments(
+            state.opt_state, previous.opt_state, previous.pixels.shape[1:3], stage.hw))
+      state = sharding.place(state, mesh, start.shape[1:])
+    start = previous = None
     consts = (shared, sharding.place(targets, mesh))
     num_steps = jnp.int32(stage.steps)
     t = time.perf_counter()
@@ -164,7 +169,7 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
     while int(state.step) < stage.steps:
       before = int(state.step)
       state, metrics = compiled(state, consts, num_steps)
-      terms = {n: float(jnp.mean(v)) for n, v in terms_fn(state.pixels, *consts).items()}
+      terms = {n: float(jnp.mean(v)) for n, v in terms_fn(state.output, *consts).items()}
       if not math.isfinite(terms['total']):
         raise NSTError(f'optimisation diverged (loss {terms["total"]}) in stage '
                        f'{g + 1} at step {int(state.step)}; lower the weights '
@@ -174,7 +179,8 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
         h.chunk(g, before, state, metrics, terms)
     for h in hooks:
       h.stage_end(g, state)
-    image = sharding.to_host(jax.vmap(objective.pixels_to_image)(state.pixels))
+    image = sharding.to_host(jax.vmap(objective.pixels_to_image)(state.output))
+    previous = state if spec.optimizer == 'adam' else None   # L-BFGS starts afresh
   return np.asarray(image, np.float32)
 
 

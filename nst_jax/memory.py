@@ -139,14 +139,15 @@ def activation_bytes_per_pixel(layers, activation_dtype: str = 'float32',
 
 
 @functools.lru_cache(maxsize=256)
-def _state_bytes(optimizer_name, lbfgs_memory, hw, channels) -> int:
-  opt = optim.make_optimizer(optimizer_name, lbfgs_memory=lbfgs_memory)
+def _state_bytes(optimizer_name, lbfgs_memory, hw, channels, average=False) -> int:
+  opt = optim.make_optimizer(optimizer_name, lbfgs_memory=lbfgs_memory,
+                             average_decay=0.5 if average else 0.0)
   shape = jax.eval_shape(opt.init, jax.ShapeDtypeStruct(tuple(hw) + (channels,), jnp.float32))
   return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shape))
 
 
 def estimate(hw, *, batch: int, channels: int, layers, content_layers, tile: int,
-             lbfgs_memory: int, optimizer: str = 'lbfgs',
+             lbfgs_memory: int, optimizer: str = 'lbfgs', average: bool = False,
              activation_dtype: str = 'float32', regions: int = 0,
              mesh_shape=(1, 1), source_pixels: int = 0, cpu: bool = True,
              limit: int = 0) -> StageMemory:
@@ -168,7 +169,7 @@ def estimate(hw, *, batch: int, channels: int, layers, content_layers, tile: int
   guidance = regions * sum(1.0 / vgg.layer_stride(l) ** 2 for l in layers)
   targets = images * (content + guidance) * 4 * pixels / h_dev
   update = UPDATE_VECTORS[0] if images == 1 else UPDATE_VECTORS[1]
-  state = images * (_state_bytes(optimizer, lbfgs_memory, tuple(hw), channels)
+  state = images * (_state_bytes(optimizer, lbfgs_memory, tuple(hw), channels, average)
                     + update * vector) / h_dev
   parts = {'weights': WEIGHTS_BYTES, 'targets': int(targets), 'optimizer': int(state),
            'activations': int(activations)}
@@ -178,7 +179,8 @@ def estimate(hw, *, batch: int, channels: int, layers, content_layers, tile: int
     parts['host'] = int(CPU_RUNTIME_BYTES + HOST_IMAGE_COPIES * batch * pixels * 3 * 4
                         + source_pixels * 3 * 4)
   inputs = dict(batch=batch, channels=channels, layers=layers, content_layers=content_layers,
-                optimizer=optimizer, activation_dtype=activation_dtype, regions=regions,
+                optimizer=optimizer, average=average, activation_dtype=activation_dtype,
+                regions=regions,
                 mesh_shape=mesh_shape, source_pixels=source_pixels, cpu=cpu, limit=limit)
   return StageMemory(int(sum(parts.values())), parts, tile if t is not None else 0,
                      lbfgs_memory, limit, tuple(hw), inputs)

@@ -22,6 +22,12 @@ iteration (``optax.value_and_grad_from_state``), so an iteration costs exactly
 ``num_linesearch_steps`` loss+gradient evaluations — 1 when the first trial
 step is accepted, the common case after the first few iterations.
 
+Adam can average its iterates (``average_decay``, :func:`with_averaging`):
+a bias-corrected exponential moving average of the image, which is then what
+the stage reports, hands on and writes (:attr:`StageState.output`). From one
+stage to the next Adam's moments are carried over, resized to the new size
+(:func:`carry_moments`).
+
 Example:
   >>> opt = make_optimizer('lbfgs')
   >>> state = init_state(opt, pixels[None])          # a batch of one
@@ -40,10 +46,98 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 
+class AverageState(NamedTuple):
+  """:func:`with_averaging`'s state: the wrapped optimiser's and the EMA's."""
+  inner: Any               # the wrapped optimiser's state
+  total: jax.Array         # sum_t (1 - d) d^(n - t) x_t over the iterates x_t so far
+  weight: jax.Array        # 1 - d^n: ``total / weight`` is the bias-corrected average
+
+
 class StageState(NamedTuple):
   pixels: jax.Array        # the optimised variables, [B, H, W, C]
   opt_state: Any           # optax state, every leaf with a leading B axis
   step: jax.Array          # int32 scalar: steps done in this stage (all images)
+
+  @property
+  def output(self) -> jax.Array:
+    """What the stage reports, hands on and writes: the iterate average with
+    averaging (the iterate itself before the first step), else the iterate."""
+    return averaged(self.pixels, self.opt_state)
+
+
+def averaged(pixels, opt_state):
+  """The bias-corrected iterate average in ``opt_state``, or ``pixels`` if
+  it holds none (no averaging, or no step yet). Any leading axes."""
+  if not isinstance(opt_state, AverageState):
+    return pixels
+  w = opt_state.weight.reshape(opt_state.weight.shape + (1,) * (pixels.ndim -
+                                                              opt_state.weight.ndim))
+  return jnp.where(w > 0, opt_state.total / jnp.where(w > 0, w, 1), pixels)
+
+
+def with_averaging(optimizer, decay: float) -> optax.GradientTransformationExtraArgs:
+  """``optimizer`` that also keeps the bias-corrected EMA of its iterates.
+
+  After step n the average is ``sum_t (1 - d) d^(n-t) x_t / (1 - d^n)`` over the
+  iterates ``x_1 .. x_n`` (Adam's bias correction, applied to the parameters;
+  Polyak-style averaging that smooths Adam's last-steps jitter). The updates
+  are the wrapped optimiser's own: averaging changes what is read out, not the
+  path. ``decay=0`` is the last iterate.
+
+  Example:
+    >>> opt = with_averaging(optax.adam(0.02), 0.9)
+    >>> state = opt.init(x)
+    >>> updates, state = opt.update(g, state, x)
+    >>> averaged(optax.apply_updates(x, updates), state)
+  """
+  if not 0.0 <= decay < 1.0:
+    raise ValueError(f'averaging decay must be in [0, 1), got {decay}')
+  optimizer = optax.with_extra_args_support(optimizer)
+
+  def init(params):
+    return AverageState(optimizer.init(params), jnp.zeros_like(params),
+                        jnp.zeros((), jnp.float32))
+
+  def update(grads, state, params=None, **extra):
+    updates, inner = optimizer.update(grads, state.inner, params, **extra)
+    new = optax.apply_updates(params, updates)
+    total = decay * state.total + (1.0 - decay) * new
+    weight = decay * state.weight + (1.0 - decay)
+    return updates, AverageState(inner, total, weight)
+
+  return optax.GradientTransformationExtraArgs(init, update)
+
+
+def carry_moments(fresh, previous, old_hw, new_hw):
+  """Adam's state for a new stage from the previous stage's (coarse to fine).
+
+  Leaves shaped like the old image (the first and second moments, ``[...,
+  h, w, C]``) are resized to the new size and rescaled for the gradient's
+  size there: every loss term is a mean over positions, so a pixel's gradient
+  scales as 1/pixels, the first moment by ``r = old/new pixels`` and the
+  second by ``r²`` (the update ``m / sqrt(v)`` is unchanged by this). The step
+  count (bias correction) is kept. An :class:`AverageState` starts its
+  average afresh (``fresh``'s) around the carried inner state.
+  """
+  if isinstance(fresh, AverageState):
+    inner = previous.inner if isinstance(previous, AverageState) else previous
+    return fresh._replace(inner=carry_moments(fresh.inner, inner, old_hw, new_hw))
+  ratio = (old_hw[0] * old_hw[1]) / (new_hw[0] * new_hw[1])
+  adam = optax.tree_utils.tree_get(previous, 'nu', default=None) is not None
+
+  def carry(new, old):
+    if new.ndim >= 3 and tuple(new.shape[-3:-1]) == tuple(new_hw) and \
+        tuple(old.shape[-3:-1]) == tuple(old_hw):
+      up = jax.image.resize(old, new.shape, 'linear')
+      return up * ratio
+    return old if old.shape == new.shape else new
+
+  if not adam:
+    return fresh
+  carried = jax.tree.map(carry, fresh, previous)
+  # The second moment scales with the gradient squared.
+  nu = optax.tree_utils.tree_get(carried, 'nu')
+  return optax.tree_utils.tree_set(carried, nu=nu * ratio)
 
 
 class StepMetrics(NamedTuple):
@@ -52,16 +146,20 @@ class StepMetrics(NamedTuple):
   active: jax.Array        # bool scalar: the step ran
 
 
-def make_optimizer(name: str, learning_rate: float = 0.02,
-                   lbfgs_memory: int = 10) -> optax.GradientTransformationExtraArgs:
-  """``'lbfgs'`` (zoom line search, 20 trials at most) or ``'adam'``."""
+def make_optimizer(name: str, learning_rate: float = 0.02, lbfgs_memory: int = 10,
+                   average_decay: float = 0.0) -> optax.GradientTransformationExtraArgs:
+  """``'lbfgs'`` (zoom line search, 20 trials at most) or ``'adam'``, with
+  iterate averaging (:func:`with_averaging`) if ``average_decay > 0``."""
   if name == 'lbfgs':
+    if average_decay:
+      raise ValueError('iterate averaging is for Adam')
     return optax.lbfgs(
         memory_size=lbfgs_memory,
         linesearch=optax.scale_by_zoom_linesearch(
             max_linesearch_steps=20, initial_guess_strategy='one'))
   if name == 'adam':
-    return optax.adam(learning_rate)
+    adam = optax.adam(learning_rate)
+    return with_averaging(adam, average_decay) if average_decay else adam
   raise ValueError(f'unknown optimizer {name!r}')
 
 

@@ -197,6 +197,7 @@ def _memory_plan(spec, phase: Phase, limit: tuple[int, str], first: int, total: 
         name=f'stage {first + k + 1}/{total}', lbfgs_memory=spec.lbfgs_memory,
         batch=phase.batch, channels=phase.channels, layers=layers,
         content_layers=tuple(loss.content_layer_weights), optimizer=spec.optimizer,
+        average=bool(spec.average_decay),
         activation_dtype=spec.activation_dtype,
         regions=phase.guidance.regions if phase.guidance else 0,
         mesh_shape=phase.mesh_shape, source_pixels=sources, cpu=memory.is_cpu())

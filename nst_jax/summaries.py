@@ -120,7 +120,7 @@ class TensorBoard(Hook):
     offset, after = self._offsets[stage], int(state.step)
     images = None
     if self.every and after // self.every > before // self.every:
-      images = sharding.to_host(state.pixels)        # every process (a collective)
+      images = sharding.to_host(state.output)        # every process (a collective)
     if self._events is None:
       return
     active = np.asarray(metrics.active)

@@ -234,7 +234,7 @@ class Intermediates(Hook):
     after = int(state.step)
     if not self.every or after // self.every <= before // self.every:
       return
-    images = sharding.to_host(state.pixels)         # every process (a collective)
+    images = sharding.to_host(state.output)         # every process (a collective)
     if not writer():
       return
     for name, pixels in zip(self.names[stage], images):

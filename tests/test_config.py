@@ -59,11 +59,44 @@ def test_steps_broadcast_and_styles_split():
     ('tile', '8', "config.tile must be 'auto', 0"),
     ('memory_limit_gb', -1.0, 'memory_limit_gb must be non-negative'),
     ('batch_size', -1, 'batch_size must be >= 0'),
+    ('sizes', ('auto', 'big'), 'sizes must be an integer'),
+    ('sizes', ('auto', '1024', '2048'), 'at most one final size'),
+    ('sizes', ('auto', '8'), 'sizes must be >= 16'),
+    ('average_decay', 1.0, 'average_decay must be below 1'),
+    ('average_decay', -0.5, 'average_decay must be non-negative'),
+    ('average_decay', 0.9, "averages Adam's iterates"),
 ])
 def test_bad_values(field, value, match):
   with pytest.raises(nst_jax.NSTError, match=match) as e:
     config_lib.validate(_cfg(**{field: value}))
   assert '\n' not in str(e.value)
+
+
+def test_sizes_auto_is_a_sqrt2_schedule_with_one_steps_rule():
+  # sqrt(2) steps from 128 px: 128 * 2^(k/2) rounded, then the final size.
+  assert config_lib.geometric_sizes(512) == (128, 181, 256, 362, 512)
+  assert config_lib.geometric_sizes(1024)[-3:] == (512, 724, 1024)
+  assert config_lib.geometric_sizes(140) == (140,)         # no step up of < 1.15x
+  spec = config_lib.validate(nst_jax.make_config(sizes='auto', steps=(300, 100)))
+  assert [(s.long_side, s.steps) for s in spec.stages] == [
+      (128, 300), (181, 100), (256, 100), (362, 100), (512, 100)]
+  spec = config_lib.validate(nst_jax.make_config(sizes='auto,724', steps=(40,)))
+  assert [(s.long_side, s.steps) for s in spec.stages] == [
+      (128, 40), (181, 40), (256, 40), (362, 40), (512, 40), (724, 40)]
+  spec = config_lib.validate(nst_jax.make_config(sizes='auto,100', steps=(9,)))
+  assert [(s.long_side, s.steps) for s in spec.stages] == [(100, 9)]
+  spec = config_lib.validate(nst_jax.make_config(sizes=('auto', 256), steps=(1, 2, 3)))
+  assert [s.steps for s in spec.stages] == [1, 2, 3]       # one per size is explicit
+  spec = config_lib.validate(nst_jax.make_config(optimizer='adam', average_decay=0.99))
+  assert spec.average_decay == 0.99
+
+
+def test_sizes_auto_from_the_command_line():
+  from nst_jax.main import split_list_flags
+  assert split_list_flags(['x', '--config.sizes=auto,1024']) == [
+      'x', "--config.sizes=('auto', '1024')"]
+  assert split_list_flags(['x', '--config.sizes', 'auto']) == ['x', "--config.sizes=('auto',)"]
+  assert split_list_flags(['x', '--config.sizes=64,96']) == ['x', '--config.sizes=64,96']
 
 
 def test_all_weights_zero():

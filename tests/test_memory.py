@@ -83,6 +83,15 @@ def test_plan_histories_below_three_and_adam():
   assert 'L-BFGS' not in str(e.value) and 'smallest tile' in str(e.value)
 
 
+def test_adam_averaging_counts_one_more_image_per_image():
+  hw = (1024, 768)
+  kw = dict(_plan(batch=2), optimizer='adam')
+  plain = memory.estimate(hw, tile=0, lbfgs_memory=10, **kw)
+  averaged = memory.estimate(hw, tile=0, lbfgs_memory=10, average=True, **kw)
+  # The EMA is one float32 image per image (plus a scalar weight).
+  assert averaged.parts['optimizer'] - plain.parts['optimizer'] == 2 * (hw[0] * hw[1] * 3 * 4 + 4)
+
+
 def test_guided_estimate_counts_the_masked_features():
   plain = memory.estimate((1024, 1024), tile=0, lbfgs_memory=10, **_plan())
   guided = memory.estimate((1024, 1024), tile=0, lbfgs_memory=10, regions=2, **_plan())

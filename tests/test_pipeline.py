@@ -5,6 +5,7 @@ import os
 
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import nst_jax
@@ -113,3 +114,36 @@ def test_style_init_and_file_init(vgg_params, assets, tmp_path):
   with pytest.raises(nst_jax.NSTError, match='not found'):
     nst_jax.stylize(assets['chelsea.png'], assets['starry_night.jpg'],
                     params=vgg_params, sizes=(32,), steps=(1,), init='nope.png')
+
+
+class _Recorder(nst_jax.engine.Hook):
+  """Every chunk's iterate, output and Adam step count (one step a chunk)."""
+
+  def __init__(self):
+    self.pixels, self.outputs, self.counts = {}, {}, {}
+
+  def chunk(self, stage, before, state, metrics, terms):
+    self.pixels.setdefault(stage, []).append(np.asarray(state.pixels[0], np.float64))
+    self.outputs.setdefault(stage, []).append(np.asarray(state.output[0]))
+    self.counts.setdefault(stage, []).append(
+        int(optax.tree_utils.tree_get(state.opt_state, 'count')[0]))
+
+
+def test_adam_averaging_is_what_is_written_and_moments_carry_over(vgg_params, assets):
+  d = 0.7
+  spec = nst_jax.config.validate(nst_jax.make_config(
+      content=assets['chelsea.png'], sizes=(32, 48), steps=(3, 4), optimizer='adam',
+      average_decay=d, log_every=1, learning_rate=0.05, tensorboard=False))
+  plan = nst_jax.plan.make_plan(spec)
+  rec = _Recorder()
+  out = nst_jax.engine.execute(plan, vgg_params, hooks=[rec])[0][0]
+  last = 1
+  # The written image is the clipped bias-corrected EMA of the last stage's iterates.
+  xs = np.stack(rec.pixels[last])
+  n = len(xs)
+  w = np.array([(1 - d) * d ** (n - t) for t in range(1, n + 1)])
+  expected = np.clip(np.tensordot(w, xs, axes=1) / (1 - d ** n), 0, 1)
+  np.testing.assert_allclose(out, expected, atol=2e-6)
+  assert np.abs(out - np.clip(xs[-1], 0, 1)).max() > 1e-3
+  # Adam's step count runs on across the stage boundary (its moments carried).
+  assert rec.counts[0] == [1, 2, 3] and rec.counts[last] == [4, 5, 6, 7]

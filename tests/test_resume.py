@@ -154,3 +154,33 @@ def test_batch_kill9_then_resume_is_bit_identical(tmp_path, assets):
     np.testing.assert_array_equal(np.asarray(Image.open(work / 'batch' / name)),
                                   np.asarray(Image.open(ref / 'batch' / name)))
   np.testing.assert_array_equal(_final_pixels(work)[1], _final_pixels(ref)[1])
+
+
+def test_adam_averaging_resumed_at_a_stage_boundary_is_bit_identical(tmp_path):
+  """Checkpoints at stage ends only: the kill lands in stage 2, the resumed
+  run restores stage 1's end and carries Adam's moments (and restarts the
+  average) from it exactly as the uninterrupted run did."""
+  args = [a for a in ARGS if not a.startswith(('--config.checkpoint_every', '--config.steps'))]
+  args += ['--config.checkpoint_every=0', '--config.optimizer=adam', '--config.steps=24,60',
+           '--config.average_decay=0.9', '--config.learning_rate=0.05']
+  ref, work = tmp_path / 'ref', tmp_path / 'work'
+  r = subprocess.run(_cmd(ref, args=args), cwd=ROOT, env=_env(), capture_output=True, text=True)
+  assert r.returncode == 0, r.stderr[-2000:]
+  p = subprocess.Popen(_cmd(work, args=args), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+  t0 = time.time()
+  while time.time() - t0 < 300 and p.poll() is None:
+    ckpt = work / 'checkpoints'
+    if ckpt.is_dir() and any(n.isdigit() for n in os.listdir(ckpt)):
+      time.sleep(0.3)
+      p.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.02)
+  p.communicate(timeout=300)
+  assert p.returncode == -signal.SIGKILL, 'the run ended before the kill'
+  r = subprocess.run(_cmd(work, args=args), cwd=ROOT, env=_env(), capture_output=True, text=True)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert 'resuming from stage 1 step 24' in r.stderr
+  np.testing.assert_array_equal(np.asarray(Image.open(work / 'final.png')),
+                                np.asarray(Image.open(ref / 'final.png')))
+  np.testing.assert_array_equal(_final_pixels(work)[1], _final_pixels(ref)[1])
