@@ -15,7 +15,7 @@ Caffe weights, excluded from the wall time) and ``StyleTransfer.stylize``
 iterate, with the peer's own image saves every 50 iterations and at each
 scale's end: its wall time). ``--result`` gets
 ``{load_s, wall_s, stylize_start, stylize_end, scales: [{w, h, iterations,
-iter_s}], patched}`` where ``iter_s`` is the median interval between the
+iter_s}], patched, args (the CLI's), defaults (stylize's)}`` where ``iter_s`` is the median interval between the
 peer's per-iteration callbacks at that scale.
 """
 
@@ -93,7 +93,7 @@ def main() -> int:
     trace = json.load(f)
   result = dict(clock, wall_s=clock['stylize_end'] - clock['stylize_start'],
                 scales=_per_scale(trace['iterates']), patched=patched,
-                args=trace['args'])
+                args=trace['args'], defaults=orig_stylize.__kwdefaults__)
   with open(args.result, 'w') as f:
     json.dump(result, f, indent=2)
   return 0
