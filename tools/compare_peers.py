@@ -12,7 +12,8 @@ style starry_night.jpg) and each method, on this machine's CPU:
   this python, with the config overrides :data:`OURS_GRAM` / :data:`OURS_W2`
   (one dict each, below; a callable value is called with S). Defaults: the
   default config's schedule scaled to S, sizes (S/2, S), steps (150, 50),
-  L-BFGS; ``ours_w2`` adds ``style_statistic='w2'``.
+  L-BFGS; ``ours_w2`` is configs/w2.py (``style_statistic='w2'``, β = 30,
+  the best of tools/schedule_benchmark.py's optimisers and schedules).
 * ``pastiche``: pastiche 1.6.0's ``PasticheArtist`` (its Python API, as
   tools/benchmark.py): its defaults — L-BFGS, 1000 steps, content weight 1,
   style layer weights 10/N², no TV, style at the content's pixel count,
@@ -116,8 +117,9 @@ OURS_GRAM = {
     'sizes': lambda size: (size // 2, size),   # the default schedule, scaled to S
     'steps': (150, 50),
 }
-OURS_W2 = {
+OURS_W2 = {                                     # configs/w2.py, scaled to S
     'style_statistic': 'w2',
+    'style_weight': 30.0,
     'sizes': lambda size: (size // 2, size),
     'steps': (150, 50),
 }
