@@ -37,6 +37,8 @@ def make_config(config=None, **overrides) -> ml_collections.ConfigDict:
       v = str(v)                          # e.g. tile=256 for the field tile='auto'
     if isinstance(c[k], tuple) and isinstance(v, str):
       v = tuple(p.strip() for p in v.split(',') if p.strip())   # sizes='auto', styles='a.jpg'
+    elif isinstance(c[k], tuple) and isinstance(v, (int, float)) and not isinstance(v, bool):
+      v = (v,)                                                  # steps=100
     c[k] = tuple(v) if isinstance(v, list) else v
   return c
 

@@ -34,7 +34,8 @@ JOBS = ('optimize', 'fast_train', 'fast_apply')
 FAST_COLOR_CONTROLS = ('none', 'luminance', 'histogram')
 DEMO_MODEL = 'fast_demo'               # bundled model dir in nst_jax/assets
 # Tuple fields whose values are names or paths: on the command line they are
-# split on commas by nst_jax.main (so absolute paths and spaces work).
+# split on commas by nst_jax.main (so absolute paths and spaces work; a
+# comma inside a path does not).
 STRING_LIST_FIELDS = ('styles', 'style_guidance', 'content_layers', 'style_layers',
                       'scale_layers')
 
@@ -431,7 +432,7 @@ def _schedule(sizes_field, steps_field) -> tuple[tuple[int, ...], tuple[int, ...
     sizes = geometric_sizes(final, min(AUTO_START, final))
   else:
     sizes = tuple(_int('sizes', _as_int(s), 16) for s in parts)
-  steps = tuple(_int('steps', s, 0) for s in _split(steps_field))
+  steps = tuple(_int('steps', _as_int(s), 0) for s in _split(steps_field))
   if not sizes:
     raise NSTError('config.sizes is empty')
   if len(steps) == 1:
@@ -460,6 +461,9 @@ def _average_decay(c) -> float:
   decay = _number('average_decay', c.average_decay)
   if decay >= 1:
     raise NSTError(f'config.average_decay must be below 1 (an EMA), got {decay}')
+  if decay and c.job != 'optimize':
+    raise NSTError(f'config.average_decay is for the optimisation (job=optimize); a '
+                   f'fast network (job={c.job}) trains without it: leave it 0')
   if decay and c.optimizer != 'adam':
     raise NSTError('config.average_decay averages Adam\'s iterates; set '
                    '--config.optimizer=adam or leave it 0')

@@ -154,7 +154,8 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
       state = optim.init_state(optimizer, start)
       if previous is not None:                   # Adam's moments, resized
         state = state._replace(opt_state=optim.carry_moments(
-            state.opt_state, previous.opt_state, previous.pixels.shape[1:3], stage.hw))
+            state.opt_state, previous.opt_state, previous.pixels.shape[1:3],
+            start.shape[1:3]))
       state = sharding.place(state, mesh, start.shape[1:])
     start = previous = None
     consts = (shared, sharding.place(targets, mesh))

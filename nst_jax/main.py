@@ -143,7 +143,8 @@ def split_list_flags(argv):
     field = name[len('--config.'):] if name.startswith('--config.') else None
     if field == 'sizes' and not eq and i + 1 < len(argv) and 'auto' in argv[i + 1]:
       eq, value, i = '=', argv[i + 1], i + 1       # --config.sizes auto
-    if field == 'sizes' and 'auto' in value.lower():   # --config.sizes=auto[,1024]
+    if field == 'sizes' and 'auto' in value.lower() and not value.lstrip().startswith(
+        ('(', '[')):                                   # --config.sizes=auto[,1024]
       arg = f'{name}={tuple(p.strip() for p in value.split(",") if p.strip())!r}'
     elif field in STRING_LIST_FIELDS:
       if not eq and i + 1 < len(argv):     # --config.styles VALUE

@@ -134,6 +134,10 @@ def carry_moments(fresh, previous, old_hw, new_hw):
 
   if not adam:
     return fresh
+  moments = [optax.tree_utils.tree_get(previous, k) for k in ('mu', 'nu')]
+  if any(tuple(m.shape[-3:-1]) != tuple(old_hw) for m in moments):
+    raise ValueError(f'Adam moments of shape {moments[0].shape} are not of the previous '
+                     f'stage size {tuple(old_hw)}')
   carried = jax.tree.map(carry, fresh, previous)
   # The second moment scales with the gradient squared.
   nu = optax.tree_utils.tree_get(carried, 'nu')

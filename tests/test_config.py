@@ -1,6 +1,7 @@
 """Config validation: each bad value gives one NSTError naming the field."""
 
 import math
+import os
 
 import pytest
 
@@ -91,12 +92,36 @@ def test_sizes_auto_is_a_sqrt2_schedule_with_one_steps_rule():
   assert spec.average_decay == 0.99
 
 
+def test_api_takes_strings_and_numbers_for_tuple_fields():
+  spec = config_lib.validate(nst_jax.make_config(sizes='64,96', steps='100,50'))
+  assert [(s.long_side, s.steps) for s in spec.stages] == [(64, 100), (96, 50)]
+  spec = config_lib.validate(nst_jax.make_config(sizes=128, steps=7))
+  assert [(s.long_side, s.steps) for s in spec.stages] == [(128, 7)]
+
+
+def test_averaging_is_refused_for_fast_networks():
+  with pytest.raises(nst_jax.NSTError, match='average_decay is for the optimisation') as e:
+    config_lib.validate(nst_jax.make_config(job='fast_apply', optimizer='adam',
+                                            average_decay=0.9))
+  assert '\n' not in str(e.value)
+
+
 def test_sizes_auto_from_the_command_line():
-  from nst_jax.main import split_list_flags
-  assert split_list_flags(['x', '--config.sizes=auto,1024']) == [
-      'x', "--config.sizes=('auto', '1024')"]
-  assert split_list_flags(['x', '--config.sizes', 'auto']) == ['x', "--config.sizes=('auto',)"]
-  assert split_list_flags(['x', '--config.sizes=64,96']) == ['x', '--config.sizes=64,96']
+  """Through the CLI's own flag parser into a validated spec (a fresh process:
+  absl parses its flags once per process)."""
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  code = ('import sys; from absl import flags; from nst_jax import config, main; '
+          'main._parse_flags(main.split_list_flags(sys.argv)); '
+          'print([s.long_side for s in config.validate(flags.FLAGS.config).stages])')
+  for argv, sizes in ((['--config.sizes=auto,724'], [128, 181, 256, 362, 512, 724]),
+                      (["--config.sizes=('auto', 256)"], [128, 181, 256]),
+                      (['--config.sizes', 'auto'], [128, 181, 256, 362, 512]),
+                      (['--config.sizes=64,96'], [64, 96])):
+    r = subprocess.run([sys.executable, '-c', code, '--config=configs/default.py', *argv],
+                       cwd=root, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == str(sizes), (argv, r.stderr[-500:])
 
 
 def test_all_weights_zero():

@@ -47,6 +47,31 @@ def test_trace_sqrt_value_gradient_closed_form_and_finite_differences(rng, metho
   assert abs(fd - float(np.sum(g * d))) <= 1e-3 * abs(fd) + 1e-4
 
 
+def test_the_gradient_through_the_shift(rng):
+  """With a large shift (0.1·‖A‖_F) the term of the gradient through δ is a
+  sizeable part: both closed-form VJPs equal ½(A+δI)^-½ + ½ tr((A+δI)^-½)·0.1·A/‖A‖_F
+  computed in float64, and a finite difference of the function itself."""
+  a, _, _ = _spd(rng, 12, cond=10.0)
+  shift = 0.1
+  frob = np.linalg.norm(a)
+  w, v = np.linalg.eigh(a + shift * frob * np.eye(12))
+  inv_root = (v / np.sqrt(w)) @ v.T
+  expected = 0.5 * inv_root + 0.5 * np.trace(inv_root) * shift * a / frob
+  through_shift = 0.5 * np.trace(inv_root) * shift * a / frob
+  assert np.abs(through_shift).max() > 0.2 * np.abs(expected).max()   # it matters here
+  x = jnp.asarray(a, jnp.float32)
+  d = rng.normal(size=a.shape)
+  d = (d + d.T) / np.linalg.norm(d + d.T)
+  for fn in (lambda x: linalg._trace_sqrt_ns(x, 24, shift),
+             lambda x: linalg._trace_sqrt_eigh(x, shift)):
+    g = np.asarray(jax.grad(fn)(x))
+    np.testing.assert_allclose(0.5 * (g + g.T), expected, atol=1e-5)
+    h = 1e-2
+    fd = (float(fn(jnp.asarray(a + h * d, jnp.float32))) -
+          float(fn(jnp.asarray(a - h * d, jnp.float32)))) / (2 * h)
+    assert abs(fd - float(np.sum(g * d))) <= 1e-3 * abs(fd) + 1e-4
+
+
 def test_newton_schulz_stays_finite_on_a_vgg_like_spectrum(rng):
   """Eigenvalues over 15 decades (the style loss's Σ_s^½ Σ Σ_s^½ on VGG
   layers): unshifted, float32 Newton–Schulz diverges within 30 iterations

@@ -23,7 +23,10 @@ the tool
    its end, VGG19 already loaded, the compilation cache warm: a user's second
    run);
 3. judges the output with ``tools/judge.py`` (content distance at relu4_2,
-   Gram and W2 style distances on relu1_1..5_1, our Caffe VGG19).
+   Gram and W2 style distances on relu1_1..5_1, our Caffe VGG19) — the
+   float image as the engine returns it, not an 8-bit file (the rounding
+   moves the distances by ~1e-3; compare_peers.py judges 8-bit files, as
+   every method there writes them).
 
 Variants run one after the other in one process on the bundled cat photo and
 The Starry Night; compare numbers of one run only (the CPU model varies).
@@ -148,9 +151,10 @@ def main(argv=None) -> int:
           f'{r["style_gram"]:.3f} | {r["style_w2"]:.3f} |')
   print(f'load1 {_common.load1():.2f}')
   if args.out:
-    with open(args.out, 'w', encoding='utf-8') as f:
-      json.dump(dict(size=args.size, budget_s=args.budget_s, statistic=args.statistic,
-                     results=results), f, indent=1)
+    from nst_jax.files import atomic_write  # pylint: disable=g-import-not-at-top
+    record = dict(size=args.size, budget_s=args.budget_s, statistic=args.statistic,
+                  results=results)
+    atomic_write(args.out, lambda f: json.dump(record, f, indent=1), mode='w')
   return 0
 
 
