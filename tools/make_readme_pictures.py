@@ -50,7 +50,8 @@ def main():
     img.save(path, quality=88)
     print(path, flush=True)
 
-  jobs = args.only or ['spatial', 'two_style_regions', 'luminance', 'histogram', 'scale_mix']
+  jobs = args.only or ['spatial', 'two_style_regions', 'luminance', 'histogram', 'scale_mix',
+                       'w2']
   for name in jobs:
     config, image, work = _run(name, args.size, args.steps, params)
     content = load(config.content)
@@ -80,6 +81,12 @@ def main():
       sheet(name, [('content', content), ('style', styles[0]),
                    ('style, histogram-matched', matched),
                    ('result (cholesky)', image), ('result (ot)', ot)], cols=5)
+    elif name == 'w2':                      # style statistics and networks
+      _, gram, _ = _run('default', args.size, args.steps, params)
+      _, normalized, _ = _run('default', args.size, args.steps, params, network='normalized')
+      sheet('statistics', [('content', content), ('style', styles[0]),
+                           ('Gram (default)', gram), ('W2, β = 30 (configs/w2.py)', image),
+                           ('Gram, normalised VGG19', normalized)], cols=5)
     elif name == 'scale_mix':
       mixed = load(os.path.join(work, 'mixed_style.png'))
       sheet(name, [('fine scale: A', load(config.scale_fine_style)),
