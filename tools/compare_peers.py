@@ -148,6 +148,14 @@ def _default_image(name):
   return shared
 
 
+def _atomic(path, write_fn, mode='w'):
+  """nst_jax's temp-file-then-rename write (a killed run leaves no half file
+  for ``--reuse`` to read)."""
+  sys.path.insert(0, ROOT)
+  from nst_jax.files import atomic_write  # pylint: disable=g-import-not-at-top
+  atomic_write(path, write_fn, mode=mode)
+
+
 def resolve_overrides(overrides: dict, size: int) -> dict:
   """The overrides at ``size``: callables called, tuples as lists (JSON)."""
   out = {}
@@ -295,8 +303,7 @@ def run_method(args, method, size, label, settings):
     res = run_crowsonkb(args, size, settings, os.path.join(d, stem), output)
   rec = dict(key, output=output, load1_before=load1, load1_after=_common.load1(),
              finished=time.strftime('%Y-%m-%d %H:%M:%S'), process_s=time.time() - t, **res)
-  with open(record_path, 'w') as f:
-    json.dump(rec, f, indent=2)
+  _atomic(record_path, lambda f: json.dump(rec, f, indent=2))
   print(f'[done] {stem} at {size}: wall {rec["wall_s"]:.1f} s', file=sys.stderr, flush=True)
   return rec
 
@@ -533,8 +540,7 @@ def grid(result, path, cell):
         sheet.paste(im, (x, y))
       h = im.height if im is not None else cell // 2
       d.multiline_text((x, y + h + 2), text, fill='black', font=font, spacing=2)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  sheet.save(path)
+  _atomic(path, lambda f: sheet.save(f, format='PNG'), mode='wb')
 
 
 # --------------------------------------------------------------------------
@@ -619,8 +625,7 @@ def main():
   def save():
     result['analysis'] = analyse(result['runs'], sizes, methods)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out + '.json', 'w') as f:
-      json.dump(result, f, indent=2)
+    _atomic(args.out + '.json', lambda f: json.dump(result, f, indent=2))
 
   def run(method, size, label, settings, **extra):
     rec = run_method(args, method, size, label, settings)
@@ -666,8 +671,7 @@ def main():
           k=k, fit=fit)
 
   save()
-  with open(args.out + '.md', 'w') as f:
-    f.write(markdown(result))
+  _atomic(args.out + '.md', lambda f: f.write(markdown(result)))
   grid(result, args.grid, args.grid_cell)
   print(markdown(result))
   print(f'wrote {args.out}.json, {args.out}.md, {args.grid}', file=sys.stderr)
