@@ -85,7 +85,7 @@ def main():
       _, gram, _ = _run('default', args.size, args.steps, params)
       _, normalized, _ = _run('default', args.size, args.steps, params, network='normalized')
       sheet('statistics', [('content', content), ('style', styles[0]),
-                           ('Gram (default)', gram), ('W2, β = 30 (configs/w2.py)', image),
+                           ('Gram (default)', gram), ('W2 (configs/w2.py)', image),
                            ('Gram, normalised VGG19', normalized)], cols=5)
     elif name == 'scale_mix':
       mixed = load(os.path.join(work, 'mixed_style.png'))
