@@ -30,7 +30,8 @@ most ½δ^−½ and the same in both ways:
   backward pass costs no matrix product. Autodiff through the unrolled loop
   (before) cost twice the forward: W2 / Gram loss+gradient time went from
   5.4x / 2.25x / 1.32x to 2.3x / 1.39x / 1.09x at 128² / 256² / 512²
-  (one run, 2-core CPU, medians of 5; /tmp script in the issue 15 note).
+  (one run, 2-core CPU, medians of 5 evaluations each; tools/statistic_cost.py
+  times the same evaluation).
 * ``'eigh'`` (the reference, for tests): Σ √(λ_i + δ) from a symmetric
   eigendecomposition, with the closed-form gradient V diag(1 / (2√(λ_i +
   δ))) Vᵀ (plus the term through δ). Not for the loss: its gradient is
