@@ -35,10 +35,8 @@ def make_config(config=None, **overrides) -> ml_collections.ConfigDict:
       raise NSTError(f'unknown config field {k!r}')
     if isinstance(c[k], str) and isinstance(v, int) and not isinstance(v, bool):
       v = str(v)                          # e.g. tile=256 for the field tile='auto'
-    if isinstance(c[k], tuple) and isinstance(v, str):
-      v = tuple(p.strip() for p in v.split(',') if p.strip())   # sizes='auto', styles='a.jpg'
-    elif isinstance(c[k], tuple) and isinstance(v, (int, float)) and not isinstance(v, bool):
-      v = (v,)                                                  # steps=100
+    if isinstance(c[k], tuple) and isinstance(v, (str, int, float)):
+      v = config_lib._split(v)   # pylint: disable=protected-access  (sizes='auto', steps=100)
     c[k] = tuple(v) if isinstance(v, list) else v
   return c
 
