@@ -8,7 +8,11 @@ temporal loss on the pixels the flow is sure of.
 Writes video_out/final.mp4 (the source's frame rate, its audio copied) and
 video_out/frames/NNNNN.png. The bundled clip is the first 24 frames of Big
 Buck Bunny (Blender Foundation, CC-BY; nst_jax/assets/PROVENANCE.md).
-Measured times: WORKSPACE.md "Video".
+About 5 min on a 2-core CPU (an estimate from the measured 28.8 s for the
+first frame and 12.8 s per later frame at 256x144; WORKSPACE.md "Video").
+Expect a Starry Night bunny whose strokes stay put as the camera moves:
+temporal error 25x lower than stylising each frame alone (measured on 10
+frames), at the same style distance.
 """
 
 from nst_jax import config as config_lib

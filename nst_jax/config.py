@@ -35,7 +35,7 @@ JOBS = ('optimize', 'fast_train', 'fast_apply')
 # optimisation-only post-process).
 FAST_COLOR_CONTROLS = ('none', 'luminance', 'histogram')
 FRAME_INITS = ('warped', 'previous', 'content')
-TEMPORAL_WEIGHT = 1e4                  # lambda_t default (measured: WORKSPACE.md "Video")
+TEMPORAL_WEIGHT = 1e3                  # lambda_t default (measured: WORKSPACE.md "Video")
 FRAME_STEPS = 50                       # later frames' steps (measured: WORKSPACE.md "Video")
 DEMO_MODEL = 'fast_demo'               # bundled model dir in nst_jax/assets
 # Tuple fields whose values are names or paths: on the command line they are

