@@ -11,6 +11,7 @@ Example:
   >>> loss = lambda x: nst_jax.total_loss(x, params, targets,
   ...                                     nst_jax.LossWeights(1.0, 100.0, 0.0))
   >>> out = nst_jax.fast.stylize(nst_jax.fast.load(), 'photo.jpg')  # feed-forward
+  >>> frames = nst_jax.stylize('clip.mp4', 'painting.jpg')   # a clip (Ruder et al.)
 """
 
 import warnings
@@ -21,7 +22,9 @@ warnings.filterwarnings('ignore', message="'nst_jax.weights' found in sys.module
                         category=RuntimeWarning)
 
 from nst_jax import fast  # pylint: disable=g-import-not-at-top,wrong-import-position
+from nst_jax import flow
 from nst_jax import mask_io
+from nst_jax import video_io
 from nst_jax.api import make_config, run, stylize
 from nst_jax.config import get_default_config
 from nst_jax.errors import NSTError
@@ -30,8 +33,9 @@ from nst_jax import image_io
 from nst_jax.image_io import load_image, save_image
 from nst_jax.losses import (content_loss, gram, guided_gram, guided_mean, style_loss,
                             total_variation)
-from nst_jax.objective import (LossWeights, Targets, loss_terms, make_guided_targets,
-                               make_targets, pixels_to_image, total_loss)
+from nst_jax.objective import (LossWeights, Targets, Temporal, loss_terms,
+                               make_guided_targets, make_targets, pixels_to_image,
+                               temporal_loss, total_loss)
 from nst_jax.vgg import LAYER_NAMES, vgg_features
 from nst_jax.weights import load_vgg19
 
@@ -42,8 +46,10 @@ __all__ = [
     'LossWeights',
     'NSTError',
     'Targets',
+    'Temporal',
     'content_loss',
     'fast',
+    'flow',
     'get_default_config',
     'gram',
     'guided_gram',
@@ -61,7 +67,9 @@ __all__ = [
     'save_image',
     'stylize',
     'style_loss',
+    'temporal_loss',
     'total_loss',
     'total_variation',
     'vgg_features',
+    'video_io',
 ]

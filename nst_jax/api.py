@@ -19,6 +19,7 @@ from nst_jax import config as config_lib
 from nst_jax import engine
 from nst_jax import plan as plan_lib
 from nst_jax import summaries
+from nst_jax import video_io
 from nst_jax import workdir as workdir_lib
 from nst_jax.errors import NSTError
 from nst_jax.weights import load_vgg19
@@ -58,13 +59,18 @@ def _execute(spec, config, workdir, params, quiet, checkpoints: bool):
     if params is None:
       params = load_vgg19(spec.weights or None, network=spec.network)
     outputs = engine.execute(plan, params, hooks=session.hooks(*files),
-                             resume=session.checkpointer)
+                             resume=session.checkpointer,
+                             keep_outputs=spec.video is None or not checkpoints)
   if spec.mode == 'scale_mix':
     return outputs[0][0]
+  if spec.video is not None and any(o is None for o in outputs):
+    return None                                 # a CLI clip: written, not kept
   results = sorted(((c.index, image) for phase, out in zip(plan.phases, outputs)
-                    if phase.kind == 'transfer' for c, image in zip(phase.contents, out)),
+                    if phase.kind in ('transfer', 'frame') for c, image in zip(phase.contents, out)),
                    key=lambda t: t[0])
   images = [image for _, image in results]      # in the folder's (sorted) order
+  if spec.video is not None:                    # a clip: its frames
+    return images
   return images if spec.batch else images[0]
 
 
@@ -76,7 +82,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   ``fast_train`` (trains a network into ``workdir``, see
   :mod:`nst_jax.fast.train`) or ``fast_apply`` (see :mod:`nst_jax.fast.apply`).
   Returns the image (float32 ``[H, W, 3]`` in [0, 1]) or, for a content
-  folder, the list of images in file order; ``fast_train`` returns the model dir.
+  folder, the list of images in file order; ``fast_train`` returns the model
+  dir; a clip returns None (its frames and ``final.mp4`` are in the workdir).
   """
   spec = config_lib.validate(config)
   if spec.compilation_cache:
@@ -96,6 +103,8 @@ def result_path(config: ml_collections.ConfigDict, workdir: str) -> str:
   if config.get('job') == 'fast_train':
     return workdir
   content = config.content
+  if video_io.is_video(content) or (config.get('clip') and isinstance(content, str)):
+    return workdir_lib.video_path(workdir, config.output)
   if isinstance(content, str) and os.path.isdir(content):
     return os.path.join(workdir, workdir_lib.BATCH_DIR)
   return os.path.join(workdir, config.output)
@@ -108,7 +117,9 @@ def stylize(content, styles, config: ml_collections.ConfigDict | None = None, *,
 
   Args:
     content: image path, array ``[H, W, 3]`` (uint8, or float in [0, 1]), or
-      a folder of images (then a list of results is returned).
+      a folder of images (then a list of results is returned), or a clip (a
+      video file, or a frame folder with ``clip=True``: the list of its
+      stylised frames, Ruder et al.'s temporal loss between them).
     styles: one style (path or array) or a list of them.
     config: a ConfigDict (default: :func:`nst_jax.get_default_config`).
     params: VGG19 params from :func:`load_vgg19` (loaded once if omitted, as

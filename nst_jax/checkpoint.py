@@ -58,6 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nst_jax import config as config_lib
 from nst_jax import memory
 from nst_jax import sharding
 from nst_jax.engine import Hook
@@ -76,7 +77,12 @@ _NOT_FINGERPRINTED = ('output', 'save_every', 'checkpoint_every', 'resume',
                       'train_steps')   # fast_train: a longer run continues a shorter one
 # Fields added after checkpoints existed, with the value that reproduces the
 # runs before them: left out at that value, so those checkpoints still resume.
-_ADDED_LATER = {'style_statistic': 'gram', 'network': 'original', 'average_decay': 0.0}
+_ADDED_LATER = {'style_statistic': 'gram', 'network': 'original', 'average_decay': 0.0,
+                # video (issue 16): a still's result does not depend on them
+                'clip': False, 'temporal_weight': config_lib.TEMPORAL_WEIGHT,
+                'temporal_frames': [1], 'frame_init': 'warped',
+                'frame_steps': config_lib.FRAME_STEPS, 'flow': 'dis_medium',
+                'frame_rate': 0.0, 'max_frames': 0}
 
 
 def fingerprint(config, plan_signature=None, fields=None) -> str:
@@ -217,9 +223,16 @@ class Checkpointer(Hook):
   def stage_end(self, stage, state):
     self.save(stage, self._offset(stage) + int(state.step), state, force=True)
 
+  def drop_phase_output(self, index: int) -> None:
+    """Deletes a finished phase's saved images that no later phase reads (a
+    clip's frames, once written: ``frames/`` holds them)."""
+    if jax.process_index() == 0:
+      with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(self.directory, PHASE_OUTPUTS, f'{index}.npy'))
+
   def phase_end(self, index, phase, images):
     del phase
-    if jax.process_index() != 0:
+    if jax.process_index() != 0 or images is None:    # None: a dropped, finished phase
       return
     path = os.path.join(self.directory, PHASE_OUTPUTS, f'{index}.npy')
     stacked = np.stack([np.asarray(i, np.float32) for i in images])

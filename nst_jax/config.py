@@ -16,12 +16,14 @@ import os
 import ml_collections
 
 from nst_jax import color
+from nst_jax import flow
 from nst_jax import layer_masks
 from nst_jax import image_io
 from nst_jax import mask_io
 from nst_jax import networks
 from nst_jax import objective
 from nst_jax import vgg
+from nst_jax import video_io
 from nst_jax.errors import NSTError
 from nst_jax.losses import NORMALIZATIONS, STYLE_STATISTICS
 
@@ -32,6 +34,9 @@ JOBS = ('optimize', 'fast_train', 'fast_apply')
 # Colour controls a fast network can be trained with (luminance_swap is an
 # optimisation-only post-process).
 FAST_COLOR_CONTROLS = ('none', 'luminance', 'histogram')
+FRAME_INITS = ('warped', 'previous', 'content')
+TEMPORAL_WEIGHT = 1e3                  # lambda_t default (measured: WORKSPACE.md "Video")
+FRAME_STEPS = 50                       # later frames' steps (measured: WORKSPACE.md "Video")
 DEMO_MODEL = 'fast_demo'               # bundled model dir in nst_jax/assets
 # Tuple fields whose values are names or paths: on the command line they are
 # split on commas by nst_jax.main (so absolute paths and spaces work; a
@@ -145,6 +150,21 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.net_width = 32                     # channels of the network's first conv
   c.net_res_blocks = 5                 # residual blocks at 1/4 resolution
   c.model = ''                         # fast_apply: a trained workdir; '' = bundled demo
+  # Video (Ruder et al. 2016; nst_jax/flow.py): content = a video file (.mp4 ...),
+  # or a folder of frames with clip=True -> final.mp4 + frames/ in the workdir.
+  c.clip = False                       # a content folder is one clip's frames (name
+  #                                      order), not a batch of photos
+  c.temporal_weight = TEMPORAL_WEIGHT  # lambda_t: temporal loss on the pixels the flow
+  #                                      says are reliable; 0 = frames independent
+  c.temporal_frames = (1,)             # earlier frames j in it: (1,) short-term,
+  #                                      (1, 2, 4) long-term (closest-first weights)
+  c.frame_init = 'warped'              # frames after the first: 'warped' (previous
+  #                                      result along the flow) | 'previous' | 'content'
+  c.frame_steps = FRAME_STEPS          # steps of each later frame (final size only)
+  c.flow = 'dis_medium'                # optical flow: dis_medium | dis_fast |
+  #                                      dis_ultrafast | farneback (OpenCV)
+  c.frame_rate = 0.0                   # fps of a frame folder (0 = 25), or a file's override
+  c.max_frames = 0                     # only the first N frames; 0 = all
   return c
 
 
@@ -169,6 +189,7 @@ class LossSpec:
   statistic: str                       # guided targets: 'gram' | 'mean' | 'w2'
   global_style_weight: float           # factor on the unguided Gram term
   style_statistic: str = 'gram'        # style targets: 'gram' | 'w2'
+  temporal_weight: float = 0.0         # lambda_t (video frames after the first)
 
   def style_options(self) -> dict:
     """This loss's keyword arguments of :func:`nst_jax.objective.style_targets`
@@ -215,6 +236,17 @@ class FastSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class VideoSpec:
+  """A clip as content: its frames, the temporal loss and the later frames' runs."""
+  path: str                            # the video file or the frame folder
+  info: object                         # video_io.ClipInfo (frames, hw, rate, audio, paths)
+  temporal_frames: tuple               # earlier frames j, increasing
+  frame_init: str                      # 'warped' | 'previous' | 'content'
+  frame_steps: int
+  flow: str
+
+
+@dataclasses.dataclass(frozen=True)
 class RunSpec:
   """A validated, normalised configuration (built by :func:`validate` only)."""
   content: object                      # path, array, or a folder of images
@@ -254,11 +286,13 @@ class RunSpec:
   average_decay: float = 0.0           # Adam's iterate averaging (0 = off)
   job: str = 'optimize'                # 'optimize' | 'fast_train' | 'fast_apply'
   fast: FastSpec | None = None         # set for the fast_* jobs
+  video: VideoSpec | None = None       # set when the content is a clip
 
   @property
   def batch(self) -> bool:
-    """True when ``content`` is a folder of images (batch mode)."""
-    return isinstance(self.content, (str, os.PathLike)) and os.path.isdir(self.content)
+    """True when ``content`` is a folder of images (batch mode; not a clip)."""
+    return (self.video is None and isinstance(self.content, (str, os.PathLike))
+            and os.path.isdir(self.content))
 
   @property
   def vgg_options(self) -> dict:
@@ -351,7 +385,8 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
   content = c.content if content is None else content
   if content is None or (isinstance(content, str) and not content):
     raise NSTError('config.content is empty: give a content image path or folder')
-  if isinstance(content, str) and os.path.isdir(content):
+  clip = _flag('clip', c.clip)
+  if isinstance(content, str) and os.path.isdir(content) and not clip:
     image_io.list_images(content)                      # raises if it holds none
   styles = _split(c.styles if styles is None else styles)
   if not styles:
@@ -361,13 +396,20 @@ def validate(config: ml_collections.ConfigDict, *, content=None,
   if not init:
     raise NSTError('config.init is empty; use content, noise, style or a path')
   output = str(c.output)
-  image_io.check_output_path(output)
+  clip_output = output.lower().endswith('.mp4') and (
+      video_io.is_video(content) or bool(c.clip))     # a clip's video; frames as .png
+  if not clip_output:
+    image_io.check_output_path(output)
   guidance = _guidance(c, styles)
   job = _choice('job', c.job, JOBS)
   fast = _fast(c, job)
+  video = _video(c, content, clip, job)
+  loss = _loss(c, styles, guided=guidance is not None)
+  if video is not None:
+    loss = dataclasses.replace(loss, temporal_weight=_number('temporal_weight',
+                                                             c.temporal_weight))
   return RunSpec(
-      content=content, styles=styles,
-      loss=_loss(c, styles, guided=guidance is not None),
+      content=content, styles=styles, loss=loss, video=video,
       guidance=guidance, scale_mix=_scale_mix(c),
       stages=tuple(Stage(a, b) for a, b in zip(sizes, steps)),
       optimizer=_choice('optimizer', c.optimizer, OPTIMIZERS),
@@ -455,6 +497,44 @@ def _as_int(value):
     except ValueError:
       return value
   return value
+
+
+def _video(c, content, clip: bool, job: str) -> VideoSpec | None:
+  """A clip as content (a video file, or a frame folder with clip=True), else None."""
+  is_file = video_io.is_video(content)
+  folder = isinstance(content, str) and os.path.isdir(content)
+  if clip and not folder and not is_file:
+    raise NSTError(f'config.clip=True needs a folder of frames or a video file as '
+                   f'config.content, got {content!r}')
+  frames_j = tuple(sorted({_int('temporal_frames', _as_int(j), 1)
+                           for j in _split(c.temporal_frames)}))
+  init = _choice('frame_init', c.frame_init, FRAME_INITS)
+  steps = _int('frame_steps', c.frame_steps, 1)
+  flow_method = _choice('flow', c.flow, flow.FLOW_METHODS)
+  rate = _number('frame_rate', c.frame_rate)
+  max_frames = _int('max_frames', c.max_frames, 0)
+  _number('temporal_weight', c.temporal_weight)
+  if not frames_j:
+    raise NSTError('config.temporal_frames is empty; use 1 (or 1,2,4)')
+  if frames_j[-1] > video_io.MAX_FRAMES_BACK:
+    raise NSTError(f'config.temporal_frames reaches {frames_j[-1]} frames back; at most '
+                   f'{video_io.MAX_FRAMES_BACK}')
+  if not (is_file or (clip and folder)):
+    return None
+  if job == 'fast_train':
+    raise NSTError('config.content is a clip; fast_train trains on train_images '
+                   '(a folder of photos): give it a still content image')
+  if str(c.poster or '') or str(c.print_size or '') or c.mode == 'scale_mix':
+    raise NSTError('a clip as config.content works with mode=transfer without poster / '
+                   'print_size')
+  if c.color_control == 'luminance_swap':
+    raise NSTError("config.color_control='luminance_swap' recolours each result after "
+                   'its optimisation, so a clip\'s temporal loss would compare other '
+                   "colours; use 'luminance' (optimised in luminance) for a clip")
+  max_pixels = _int('max_input_pixels', c.max_input_pixels, 1)
+  info = video_io.probe(content, max_pixels, rate, max_frames)
+  return VideoSpec(path=str(content), info=info, temporal_frames=frames_j,
+                   frame_init=init, frame_steps=steps, flow=flow_method)
 
 
 def _average_decay(c) -> float:

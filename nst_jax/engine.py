@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -37,6 +38,7 @@ from nst_jax import objective
 from nst_jax import optim
 from nst_jax import plan as plan_lib
 from nst_jax import sharding
+from nst_jax import video_io
 from nst_jax.errors import NSTError
 from nst_jax.files import cache_dir
 
@@ -84,7 +86,7 @@ def enable_compilation_cache(directory: str | None = None) -> str:
 
 
 def execute(plan: plan_lib.Plan, params, *, hooks: Sequence[Hook] = (),
-            resume=None) -> list[list[np.ndarray]]:
+            resume=None, keep_outputs: bool = True) -> list[list[np.ndarray]]:
   """Runs every phase of ``plan``; returns each phase's output images.
 
   Args:
@@ -92,13 +94,40 @@ def execute(plan: plan_lib.Plan, params, *, hooks: Sequence[Hook] = (),
     params: VGG19 params.
     hooks: called in order at every event (see :class:`Hook`).
     resume: a :class:`~nst_jax.checkpoint.Checkpointer` to continue from, or None.
+    keep_outputs: False: a phase's images are dropped (None in the result)
+      once no later phase needs them (a long clip's frames, written by the
+      hooks, need not all stay in memory).
   """
+  _COMPILED.clear()                              # reused within a run only
+  needed = {}                                    # phase -> last phase that reads it
+  for i, phase in enumerate(plan.phases):
+    for e in phase.temporal:
+      needed[e.phase] = i
+  needed[0] = len(plan.phases)                   # the scale mix's style (MIXED_STYLE)
+  ends = np.cumsum([len(p.stages) for p in plan.phases]) - 1   # each phase's last stage
+  unfinished = next((i for i, e in enumerate(ends)
+                     if resume is None or not resume.skip_stage(int(e))), len(ends))
+  try:
+    return _phases(plan, params, hooks, resume, keep_outputs, needed, unfinished)
+  finally:
+    video_io.close_readers()
+
+
+def _phases(plan, params, hooks, resume, keep_outputs, needed, unfinished):
+  """:func:`execute`'s loop; ``needed``: phase -> the last phase reading its
+  images; ``unfinished``: the first phase a resume has not finished."""
   spec = plan.spec
   outputs = []
   first = 0                                      # global index of the phase's stage 0
   for i, phase in enumerate(plan.phases):
     n = len(phase.stages)
-    if resume is not None and resume.skip_stage(first + n - 1):
+    if (resume is not None and i < unfinished and not keep_outputs
+        and needed.get(i, i) < unfinished):      # finished, written, read by no one left
+      for k in range(n):
+        for h in hooks:
+          h.stage_skipped(first + k)
+      outputs.append(None)
+    elif resume is not None and resume.skip_stage(first + n - 1):
       done = resume.phase_output(i)              # finished before a resume
       if done is None:
         raise NSTError(f'{resume.directory} lacks the outputs of finished phase '
@@ -110,12 +139,18 @@ def execute(plan: plan_lib.Plan, params, *, hooks: Sequence[Hook] = (),
     else:
       prepared = inputs.prepare(phase, inputs.style_images(phase, outputs,
                                                            spec.max_input_pixels),
-                                spec.max_input_pixels)
+                                spec.max_input_pixels, outputs)
       images = run_phase(spec, phase, prepared, params, hooks, resume, first)
       outputs.append(inputs.finish(phase, prepared, images))
     for h in hooks:
       h.phase_end(i, phase, outputs[-1])
     first += n
+    if not keep_outputs:
+      for k in range(i + 1):
+        if outputs[k] is not None and needed.get(k, k) <= i:
+          outputs[k] = None
+          if resume is not None:
+            resume.drop_phase_output(k)
   return outputs
 
 
@@ -136,10 +171,9 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
       continue
     if resume is not None:
       stage = resume.stage_as_saved(g, stage)
-    loss_fn, terms_fn = _loss_fns(stage.tile, mesh, spec.vgg_options)
+    loss_fn, terms_fn = _loss_fns(stage.tile, mesh, tuple(sorted(spec.vgg_options.items())))
     optimizer = optim.make_optimizer(spec.optimizer, spec.learning_rate,
                                      stage.lbfgs_memory, spec.average_decay)
-    run_chunk = optim.make_chunk_fn(loss_fn, optimizer, chunk, mesh)
     targets, skipped = inputs.stage_targets(phase, prepared, k, params)
     if skipped and k == 0:
       inputs.warn_skipped(skipped)
@@ -161,7 +195,15 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
     consts = (shared, sharding.place(targets, mesh))
     num_steps = jnp.int32(stage.steps)
     t = time.perf_counter()
-    compiled = run_chunk.lower(state, consts, num_steps).compile()
+    key = (spec.optimizer, spec.learning_rate, spec.average_decay, stage.tile,
+           stage.lbfgs_memory, chunk, mesh, tuple(sorted(spec.vgg_options.items())),
+           _signature((state, consts)))
+    compiled = _COMPILED.get(key)
+    if compiled is None:                         # a clip's later frames reuse it
+      run_chunk = optim.make_chunk_fn(loss_fn, optimizer, chunk, mesh)
+      compiled = run_chunk.lower(state, consts, num_steps).compile()
+      _COMPILED.clear()                          # keep one: a new shape is a new phase
+      _COMPILED[key] = compiled
     compile_s = time.perf_counter() - t
     _log_memory(g, stage, compiled)
     resumed_at = int(state.step) if restored is not None else 0
@@ -185,7 +227,20 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
   return np.asarray(image, np.float32)
 
 
-def _loss_fns(tile: int, mesh, vgg_options):
+# The last stage's compiled chunk: a clip's later frames (same shapes, new
+# targets) reuse it instead of compiling once per frame; cleared per run.
+_COMPILED: dict = {}
+
+
+def _signature(tree) -> tuple:
+  """What a compiled chunk is specific to: the tree, shapes, dtypes, placements."""
+  leaves, treedef = jax.tree.flatten(tree)
+  return (treedef, tuple((x.shape, str(x.dtype), str(getattr(x, 'sharding', '')))
+                         for x in leaves))
+
+
+@functools.lru_cache(maxsize=8)
+def _loss_fns(tile: int, mesh, vgg_options: tuple):
   """The stage's loss of one image (for the optimiser) and its batched terms.
 
   Tiled with a spatial mesh axis ``'h'``, the tiles are divided among its
@@ -195,12 +250,12 @@ def _loss_fns(tile: int, mesh, vgg_options):
 
   def loss_fn(pixels, shared, targets):
     return objective.total_loss(pixels, shared[0], targets, shared[1], tile, bands,
-                                **vgg_options)
+                                **dict(vgg_options))
 
   def terms(pixels, shared, targets):
     return lax.map(lambda a: objective.loss_terms(
         shared[0], objective.pixels_to_image(a[0]), a[1], shared[1], tile, bands,
-        **vgg_options), (pixels, targets))
+        **dict(vgg_options)), (pixels, targets))
 
   if mesh is not None and mesh.shape['b'] > 1:     # each device group its own images
     terms = jax.shard_map(terms, mesh=mesh, in_specs=(P('b'), P(), P('b')),

@@ -6,8 +6,10 @@ decoded; this module materialises it for the engine, one phase and one stage
 at a time, so that only the images a phase needs are in memory:
 
 * per phase, :func:`prepare` (host, numpy): decodes the contents and the
-  styles' files, applies colour control (histogram matching, luminance) and
-  loads the guidance masks;
+  styles' files, applies colour control (histogram matching, luminance),
+  loads the guidance masks, and for a clip's frame the earlier results
+  warped along the content's optical flow with their reliability
+  (:mod:`nst_jax.flow`);
 * per stage, :func:`stage_targets` (device: runs VGG19 on the content and
   style images, tiled when the stage is) and :func:`stage_start` (the init,
   or the previous stage's images resized);
@@ -33,9 +35,11 @@ import numpy as np
 
 from nst_jax import color
 from nst_jax import config as config_lib
+from nst_jax import flow
 from nst_jax import image_io
 from nst_jax import mask_io
 from nst_jax import objective
+from nst_jax import video_io
 from nst_jax.plan import MIXED_STYLE, Phase, Source
 
 log = logging.getLogger(__name__)
@@ -48,11 +52,15 @@ class Prepared(NamedTuple):
   styles: list                     # per image, its list of style images
   content_masks: list | None       # per image, [H, W, R] guidance
   style_masks: list | None         # per style, [H_s, W_s, R] guidance
-  init_image: np.ndarray | None    # a decoded init file
+  init_image: np.ndarray | None    # a decoded init file; a frame's warped start
+  temporal: tuple | None = None    # a frame's (previous [J, H, W, 3], c [J, H, W])
+  #                                  at its final size (the loss's distances only)
 
 
 def load(source: Source, max_pixels: int) -> np.ndarray:
   """The decoded image of ``source`` (an array source as it is)."""
+  if source.frame >= 0:
+    return video_io.read_frame(source.image, source.frame)
   if isinstance(source.image, str):
     return image_io.load_image(source.image, max_pixels)
   return source.image
@@ -75,13 +83,15 @@ def style_guidance_masks(g: config_lib.GuidanceSpec, style_images: list,
   return out
 
 
-def prepare(phase: Phase, style_images: list, max_pixels: int) -> Prepared:
+def prepare(phase: Phase, style_images: list, max_pixels: int,
+            outputs: list = ()) -> Prepared:
   """Decodes a phase's contents and applies colour control to its styles.
 
   ``style_images``: the decoded styles (the scale mix output for
   ``MIXED_STYLE``). With ``histogram`` or ``luminance`` every image gets its
   own styles (:func:`nst_jax.color.control_styles`); otherwise all images
-  share the same list.
+  share the same list. ``outputs``: the earlier phases' output images (a
+  clip's frame warps those of ``phase.temporal``).
   """
   originals = [load(c, max_pixels) for c in phase.contents]
   contents, styles = list(originals), [list(style_images)] * len(originals)
@@ -96,16 +106,60 @@ def prepare(phase: Phase, style_images: list, max_pixels: int) -> Prepared:
   content_masks = style_masks = None
   g = phase.guidance
   if g is not None:
-    content_masks = [mask_io.load_guidance(mask_io.for_image(g.content, c.image if
-                                                                 isinstance(c.image, str)
-                                                                 else c.name),
-                                             c.hw, max_pixels)
+    named = lambda c: c.image if isinstance(c.image, str) and c.frame < 0 else c.name
+    content_masks = [mask_io.load_guidance(mask_io.for_image(g.content, named(c)),
+                                           c.hw, max_pixels)
                      for c in phase.contents]
     style_masks = style_guidance_masks(g, style_images, max_pixels)
-  init_image = None
-  if phase.init not in ('content', 'noise', 'style'):
+  init_image = temporal = None
+  if phase.temporal:
+    init_image, temporal = _frame_targets(phase, originals[0], outputs, max_pixels)
+  elif phase.init not in ('content', 'noise', 'style'):
     init_image = image_io.load_image(phase.init, max_pixels)
-  return Prepared(originals, contents, styles, content_masks, style_masks, init_image)
+  return Prepared(originals, contents, styles, content_masks, style_masks, init_image,
+                  temporal)
+
+
+def _frame_targets(phase: Phase, content: np.ndarray, outputs, max_pixels: int):
+  """A clip frame's start and temporal targets (Ruder et al.; :mod:`nst_jax.flow`).
+
+  At the frame's final size: the content's flow t → t−j (backward) and
+  t−j → t (forward) per earlier frame j; ω_j = result_{t−j} warped by the
+  backward flow, c_j its reliability, combined closest first. The start
+  (``frame_init``): ``warped`` = ω_1 with the content where the flow leaves
+  the frame, ``previous`` = result_{t−1} as it is, ``content``. Luminance
+  runs compare and start in luminance (grey RGB), as the loss sees them.
+  """
+  hw = phase.stages[-1].hw
+  here = np.asarray(image_io.resize(content, hw))
+  grey = phase.color == 'luminance'
+  as_seen = (lambda x: color.as_rgb(color.luminance(x))) if grey else (lambda x: x)
+  in_loss = phase.loss.temporal_weight > 0
+  warped, weights, init = [], [], here
+  for e in phase.temporal:
+    compared = in_loss and e.distance in phase.loss_frames
+    start = e.distance == 1 and phase.init != 'content'
+    if not (compared or start):
+      continue
+    result = np.asarray(image_io.resize(np.asarray(outputs[e.phase][0]), hw), np.float32)
+    if e.distance == 1 and phase.init == 'previous':
+      init = result
+    if not compared and phase.init == 'previous':
+      continue
+    before = np.asarray(image_io.resize(load(e.source, max_pixels), hw))
+    back = flow.optical_flow(here, before, phase.flow)
+    omega, inside = flow.warp(result, back)
+    if start and phase.init == 'warped':
+      init = np.where(inside[..., None], omega, here)
+    if compared:
+      forward = flow.optical_flow(before, here, phase.flow)
+      warped.append(as_seen(omega))
+      weights.append(flow.reliability(forward, back))
+  temporal = None
+  if warped:
+    temporal = (np.stack(warped).astype(np.float32),
+                np.stack(flow.long_term_weights(weights)).astype(np.float32))
+  return np.asarray(as_seen(init), np.float32), temporal
 
 
 # ---------------------------------------------------------------------------
@@ -125,7 +179,7 @@ def _stack(trees):
 def loss_weights(loss: config_lib.LossSpec) -> objective.LossWeights:
   """α, β, γ of a loss as float32 scalars."""
   return objective.LossWeights(*(jnp.float32(w) for w in (
-      loss.content_weight, loss.style_weight, loss.tv_weight)))
+      loss.content_weight, loss.style_weight, loss.tv_weight, loss.temporal_weight)))
 
 
 def style_statistics(params, styles, style_masks, loss: config_lib.LossSpec,
@@ -146,13 +200,13 @@ def style_statistics(params, styles, style_masks, loss: config_lib.LossSpec,
 
 def image_targets(params, statistics, loss: config_lib.LossSpec,
                   guidance: config_lib.GuidanceSpec | None, content=None,
-                  content_mask=None, tile: int = 0):
+                  content_mask=None, tile: int = 0, temporal=None):
   """``(Targets, {layer: bool [R]} guidance regions skipped as empty)`` of one image.
 
   ``statistics``: :func:`style_statistics`; ``content``: the content at the
   optimised image's size (None: no content target, as for a fast network's
   crops, whose own features are theirs); ``content_mask``: its ``[h, w, R]``
-  guidance.
+  guidance; ``temporal``: a clip frame's :class:`~nst_jax.objective.Temporal`.
   """
   style_t, side = statistics
   guided, empty = {}, {}
@@ -164,7 +218,8 @@ def image_targets(params, statistics, loss: config_lib.LossSpec,
       params, content, loss.content_layer_weights, normalization=loss.normalization,
       pooling=loss.pooling, tile=tile)
   return objective.Targets(content=content_t, style=style_t, guided=guided,
-                           pooling=loss.pooling, statistic=loss.statistic), empty
+                           temporal=temporal, pooling=loss.pooling,
+                           statistic=loss.statistic), empty
 
 
 def stage_targets(phase: Phase, prepared: Prepared, k: int, params):
@@ -184,10 +239,17 @@ def stage_targets(phase: Phase, prepared: Prepared, k: int, params):
       masks = None if g is None else [
           image_io.resize(m, s.shape[:2]) for m, s in zip(prepared.style_masks, resized)]
       cache[id(styles)] = style_statistics(params, resized, masks, loss, g, stage.tile)
+    temporal = None
+    if prepared.temporal is not None:
+      previous, c = prepared.temporal
+      temporal = objective.Temporal(
+          jax.vmap(lambda x: image_io.resize(x, stage.hw))(jnp.asarray(previous)),
+          jax.vmap(lambda x: image_io.resize(x[..., None], stage.hw)[..., 0])(
+              jnp.asarray(c)))
     targets, empty = image_targets(
         params, cache[id(styles)], loss, g, image_io.resize(content, stage.hw),
         None if g is None else image_io.resize(prepared.content_masks[i], stage.hw),
-        stage.tile)
+        stage.tile, temporal)
     per_image.append(targets)
     skipped.append(empty)
   return _stack(per_image), _stack(skipped) if skipped[0] else {}

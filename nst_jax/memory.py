@@ -146,12 +146,21 @@ def _state_bytes(optimizer_name, lbfgs_memory, hw, channels, average=False) -> i
   return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shape))
 
 
+TEMPORAL_TARGET_CHANNELS = 4            # per earlier frame: warped RGB + reliability
+TEMPORAL_HOST_CHANNELS = 14             # per earlier frame: 2 flows (2 ch), its content
+#                                         and result (3), warped result (3), c (1), init
+
+
 def estimate(hw, *, batch: int, channels: int, layers, content_layers, tile: int,
              lbfgs_memory: int, optimizer: str = 'lbfgs', average: bool = False,
              activation_dtype: str = 'float32', regions: int = 0,
              mesh_shape=(1, 1), source_pixels: int = 0, cpu: bool = True,
-             limit: int = 0) -> StageMemory:
-  """The memory of one stage per device (see the module docstring)."""
+             limit: int = 0, temporal: int = 0) -> StageMemory:
+  """The memory of one stage per device (see the module docstring).
+
+  ``temporal``: a clip frame's earlier frames in the temporal loss (each a
+  warped RGB result and its reliability as targets, and on the host its two
+  flows, the earlier content and result)."""
   b_dev, h_dev = mesh_shape
   images = -(-batch // b_dev)                 # images per device
   pixels = hw[0] * hw[1]
@@ -167,7 +176,8 @@ def estimate(hw, *, batch: int, channels: int, layers, content_layers, tile: int
     activations = act * t.window_pixels + IMAGE_BUFFER_BYTES * pixels
   content = sum(vgg.layer_channels(l) / vgg.layer_stride(l) ** 2 for l in content_layers)
   guidance = regions * sum(1.0 / vgg.layer_stride(l) ** 2 for l in layers)
-  targets = images * (content + guidance) * 4 * pixels / h_dev
+  targets = images * (content + guidance + TEMPORAL_TARGET_CHANNELS * temporal) * 4 \
+      * pixels / h_dev
   update = UPDATE_VECTORS[0] if images == 1 else UPDATE_VECTORS[1]
   state = images * (_state_bytes(optimizer, lbfgs_memory, tuple(hw), channels, average)
                     + update * vector) / h_dev
@@ -177,10 +187,11 @@ def estimate(hw, *, batch: int, channels: int, layers, content_layers, tile: int
     here = max(1, b_dev * h_dev // jax.process_count())
     parts = {k: v * here for k, v in parts.items()}
     parts['host'] = int(CPU_RUNTIME_BYTES + HOST_IMAGE_COPIES * batch * pixels * 3 * 4
-                        + source_pixels * 3 * 4)
+                        + source_pixels * 3 * 4
+                        + TEMPORAL_HOST_CHANNELS * temporal * pixels * 4)
   inputs = dict(batch=batch, channels=channels, layers=layers, content_layers=content_layers,
                 optimizer=optimizer, average=average, activation_dtype=activation_dtype,
-                regions=regions,
+                regions=regions, temporal=temporal,
                 mesh_shape=mesh_shape, source_pixels=source_pixels, cpu=cpu, limit=limit)
   return StageMemory(int(sum(parts.values())), parts, tile if t is not None else 0,
                      lbfgs_memory, limit, tuple(hw), inputs)

@@ -50,10 +50,12 @@ class Targets:
     pooling: static: ``'max'`` or ``'avg'``, the VGG the targets were made with.
     statistic: static: what guided targets compare, ``'gram'``, ``'mean'``
       or ``'w2'``.
+    temporal: :class:`Temporal` (a video frame's earlier frames, warped), or None.
   """
   content: dict
   style: dict
   guided: dict = dataclasses.field(default_factory=dict)
+  temporal: 'Temporal | None' = None
   pooling: str = dataclasses.field(default='max', metadata=dict(static=True))
   statistic: str = dataclasses.field(default='gram', metadata=dict(static=True))
 
@@ -63,11 +65,34 @@ class Targets:
     return tuple(dict.fromkeys((*self.content, *self.style, *self.guided)))
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Temporal:
+  """Ruder et al.'s temporal targets of a video frame t (:mod:`nst_jax.flow`).
+
+  Attributes:
+    previous: ``[J, H, W, C]`` the stylised frames t − j warped to frame t by
+      the content's optical flow (C as the optimised image shows VGG: RGB).
+    weights: ``[J, H, W]`` their per-pixel reliability c_j in [0, 1]
+      (long-term weights already combined closest first).
+  """
+  previous: jax.Array
+  weights: jax.Array
+
+
+def temporal_loss(image, temporal: Temporal) -> jax.Array:
+  """Σ_j Σ c_j (x − ω_j)² / D, D = H·W·C (Ruder et al. eqs. 7–8), of ``image``
+  ``[H, W, C]`` against the warped earlier frames."""
+  d = image[None] - temporal.previous
+  return jnp.sum(temporal.weights[..., None] * d * d) / image.size
+
+
 class LossWeights(NamedTuple):
-  """α, β, γ: plain floats or scalar arrays."""
+  """α, β, γ and λ_t (the temporal term of video frames): floats or scalar arrays."""
   content: float | jax.Array
   style: float | jax.Array
   tv: float | jax.Array
+  temporal: float | jax.Array = 0.0
 
 
 def _check_choice(what: str, value: str, choices) -> None:
@@ -333,7 +358,9 @@ def loss_terms(params, image, targets: Targets, weights: LossWeights,
       'style': weights.style * raw['style'],
       'tv': weights.tv * losses.total_variation(image),
   }
-  terms['total'] = terms['content'] + terms['style'] + terms['tv']
+  if targets.temporal is not None:
+    terms['temporal'] = weights.temporal * temporal_loss(image, targets.temporal)
+  terms['total'] = sum(terms.values())
   return terms
 
 

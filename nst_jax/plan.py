@@ -10,6 +10,11 @@ coarse-to-fine *stages* with one objective:
   per group of images whose stage sizes agree (same aspect ratio and size
   class), cut into batches of ``batch_size`` images; one image is a batch of
   one. Every control works the same for one image and for a batch.
+* ``frame``: a clip (Ruder et al. 2016): one phase per frame, in order. The
+  first runs the coarse-to-fine stages like a still; every later frame one
+  stage at the final size (``frame_steps``), started from the previous result
+  warped along the flow, with the temporal loss against the results of the
+  frames ``temporal_frames`` back (``Phase.temporal``: which earlier phases).
 
 :func:`make_plan` decides everything that can be decided before an image is
 decoded: phases, stage sizes (rounded for the device mesh), steps, names, and
@@ -51,7 +56,16 @@ class Source:
   image: object                    # path or array
   name: str                        # output stem / description
   hw: tuple[int, int]              # full-resolution size
-  index: int = 0                   # position in the content folder
+  index: int = 0                   # position in the content folder / clip
+  frame: int = -1                  # frame of the video file ``image`` (-1: an image)
+
+
+@dataclasses.dataclass(frozen=True)
+class Earlier:
+  """A clip's frame t − ``distance``: its content and the phase whose output it is."""
+  source: Source
+  phase: int                       # index of that frame's phase in the plan
+  distance: int                    # j
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +80,7 @@ class StagePlan:
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
-  kind: str                        # 'scale_mix' | 'transfer'
+  kind: str                        # 'scale_mix' | 'transfer' | 'frame'
   contents: tuple                  # Source per image of the batch
   styles: tuple                    # Source per style, or MIXED_STYLE
   loss: config_lib.LossSpec
@@ -77,6 +91,10 @@ class Phase:
   #                                  'histogram' | 'content_to_style' (scale mix)
   histogram_mode: str
   mesh_shape: tuple[int, int]      # (b, h) devices for batch and bands
+  temporal: tuple = ()             # Earlier per j, increasing (frames after a
+  #                                  clip's first: 1 and the loss's temporal_frames)
+  flow: str = 'dis_medium'         # a clip's optical flow method
+  loss_frames: tuple = ()          # the distances j the temporal loss compares with
 
   @property
   def batch(self) -> int:
@@ -127,7 +145,11 @@ def output_names(paths) -> list[str]:
 def read_sources(spec) -> tuple[list[Source], list[Source]]:
   """Content and style sources (image headers only; arrays are checked)."""
   mp = spec.max_input_pixels
-  if spec.batch:
+  if spec.video is not None:
+    info = spec.video.info
+    contents = [Source(info.paths[k] if info.paths else spec.video.path, f'{k + 1:05d}',
+                       info.hw, k, -1 if info.paths else k) for k in range(info.frames)]
+  elif spec.batch:
     paths = image_io.list_images(spec.content)
     contents = [_source(p, 'content image', n, mp, i)
                 for i, (p, n) in enumerate(zip(paths, output_names(paths)))]
@@ -200,6 +222,7 @@ def _memory_plan(spec, phase: Phase, limit: tuple[int, str], first: int, total: 
         average=bool(spec.average_decay),
         activation_dtype=spec.activation_dtype,
         regions=phase.guidance.regions if phase.guidance else 0,
+        temporal=len(phase.loss_frames) if phase.temporal else 0,
         mesh_shape=phase.mesh_shape, source_pixels=sources, cpu=memory.is_cpu())
     stages.append(dataclasses.replace(s, tile=m.tile, lbfgs_memory=m.lbfgs_memory,
                                       memory=m))
@@ -230,6 +253,8 @@ def _phases(spec) -> list[Phase]:
     if spec.mode == 'scale_mix':
       return phases
     styles = [MIXED_STYLE]
+  if spec.video is not None:
+    return phases + _frame_phases(spec, contents, styles, len(phases))
   # Group images whose stage sizes agree (mesh rows depend on the batch size,
   # so group at one device first, then size each batch for its own mesh).
   groups: dict = {}
@@ -248,6 +273,27 @@ def _phases(spec) -> list[Phase]:
   return phases
 
 
+def _frame_phases(spec, frames, styles, first: int) -> list[Phase]:
+  """A clip's phases: frame 0 as a still, each later one a final-size stage
+  from the warped previous result with the temporal loss (module docstring)."""
+  v = spec.video
+  b, h = sharding.mesh_shape(spec.devices, 1)
+  stages = tuple(stage_sizes(spec, frames[0].hw, h))
+  later = (dataclasses.replace(stages[-1], steps=v.frame_steps),)
+  # The warped init needs frame t-1 whatever the loss uses; the temporal term
+  # (if temporal_weight > 0) takes the distances in temporal_frames.
+  distances = sorted(set(v.temporal_frames) | {1})
+  phases = []
+  for t, source in enumerate(frames):
+    earlier = tuple(Earlier(frames[t - j], first + t - j, j) for j in distances if j <= t)
+    phases.append(Phase(
+        'frame', (source,), tuple(styles), spec.loss, spec.guidance,
+        stages if t == 0 else later, spec.init if t == 0 else v.frame_init,
+        spec.color_control, spec.histogram_mode, (b, h), earlier, v.flow,
+        v.temporal_frames))
+  return phases
+
+
 def reported_stages(plan: Plan) -> list[tuple[tuple[int, int], int, int]]:
   """``(hw, steps, images)`` per stage, what the progress line and log report."""
   return [(s.hw, s.steps, plan.phases[i].batch) for i, s in plan.stages]
@@ -256,7 +302,13 @@ def reported_stages(plan: Plan) -> list[tuple[tuple[int, int], int, int]]:
 def describe(plan: Plan) -> str:
   """The plan for the log: a line per phase, a line per stage with its memory."""
   lines, k = [], 0
+  frames = [i for i, p in enumerate(plan.phases) if p.kind == 'frame']
   for i, p in enumerate(plan.phases):
+    if p.kind == 'frame' and i > frames[0] + 1:  # a clip: its first two frames, then a count
+      k += len(p.stages)
+      if i == frames[0] + 2:
+        lines.append(f'  ... {len(frames) - 2} more frames like frame 2')
+      continue
     names = ', '.join(c.name for c in itertools.islice(p.contents, 4))
     more = f' +{p.batch - 4}' if p.batch > 4 else ''
     lines.append(f'phase {i + 1}/{len(plan.phases)} {p.kind}: {p.batch} image(s) '

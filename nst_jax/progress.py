@@ -140,7 +140,9 @@ class Reporter(Hook):
     self._line(f'[{self.stage + 1}/{self.num_stages} {self.hw[1]}x{self.hw[0]}] '
                f'{bar} {self.stage_steps_done}/{self.stage_total} '
                f'loss {terms["total"]:.4g} (content {terms["content"]:.3g} '
-               f'style {terms["style"]:.3g} tv {terms["tv"]:.2g}) '
+               f'style {terms["style"]:.3g} tv {terms["tv"]:.2g}'
+               + (f' temporal {terms["temporal"]:.3g}' if 'temporal' in terms else '')
+               + ') '
                f'{rate:.2f} it/s ETA {_fmt_time(eta)}',
                newline=not self.tty)
 
@@ -184,7 +186,8 @@ def plot_losses(path: str, reporter: Reporter) -> list[str]:
   steps = [(s, l) for s, l in reporter.history if math.isfinite(l) and l > 0]
   if steps:
     ax.plot(*zip(*steps), color='black', lw=1.2, label='total (every step)')
-  colours = {'content': 'tab:blue', 'style': 'tab:red', 'tv': 'tab:green'}
+  colours = {'content': 'tab:blue', 'style': 'tab:red', 'tv': 'tab:green',
+             'temporal': 'tab:purple'}
   for name, colour in colours.items():
     pts = [(s, t[name]) for s, t in reporter.terms_history
            if math.isfinite(t.get(name, math.nan)) and t.get(name, 0) > 0]
@@ -192,6 +195,8 @@ def plot_losses(path: str, reporter: Reporter) -> list[str]:
       ax.plot(*zip(*pts), color=colour, lw=1, marker='.', ms=4, label=name)
   for k, (start, hw) in enumerate(reporter.stage_starts):
     ax.axvline(start, color='grey', ls='--', lw=0.8)
+    if len(reporter.stage_starts) > 12:        # a clip's frames: lines, no labels
+      continue
     ax.annotate(f'stage {k + 1}: {hw[1]}x{hw[0]}', (start, 1.0),
                 xycoords=('data', 'axes fraction'), xytext=(3, -12),
                 textcoords='offset points', fontsize=8, color='grey')

@@ -127,7 +127,8 @@ class TensorBoard(Hook):
     losses = np.asarray(metrics.loss, np.float64)[active]   # [steps, B], as the log
     for i, loss in enumerate(losses):
       self._write(offset + before + i + 1, [self._scalar('loss/total', np.mean(loss))])
-    self._write(offset + after, [self._scalar(f'loss/{k}', terms[k]) for k in TERM_TAGS])
+    self._write(offset + after, [self._scalar(f'loss/{k}', terms[k]) for k in TERM_TAGS
+                                 + (('temporal',) if 'temporal' in terms else ())])
     if images is not None:
       self._images(stage, 'current', offset + after,
                    [objective.pixels_to_image(p) for p in images])

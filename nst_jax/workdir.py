@@ -3,6 +3,9 @@
 ========================  ====================================================
 ``final.png``             the result (``config.output``); a content folder
                           gives ``batch/<input stem>.<ext>`` per image instead
+``final.mp4``             a clip's result (the output's stem + ``.mp4``: source
+                          frame rate, audio copied), written after its last
+                          frame; ``frames/NNNNN.<ext>`` each frame as it ends
 ``mixed_style.png``       scale control's new style (``mode=transfer``)
 ``losses.jsonl``          the loss log (:mod:`nst_jax.progress`)
 ``losses.png``            loss curves per term
@@ -36,6 +39,7 @@ from nst_jax import checkpoint
 from nst_jax import image_io
 from nst_jax import objective
 from nst_jax import sharding
+from nst_jax import video_io
 from nst_jax.engine import Hook
 from nst_jax.errors import NSTError
 from nst_jax.files import atomic_write
@@ -47,6 +51,7 @@ CONFIG_FILE = 'config.json'
 INTERMEDIATES = 'intermediates'
 MIXED_STYLE = 'mixed_style.png'
 BATCH_DIR = 'batch'
+FRAMES_DIR = 'frames'
 LOCK_FILE = '.lock'
 
 log = logging.getLogger(__name__)
@@ -201,6 +206,8 @@ class Outputs(Hook):
 
   def path(self, phase, name: str) -> str:
     spec = self.spec
+    if phase.kind == 'frame':
+      return os.path.join(self.workdir, FRAMES_DIR, name + frame_ext(spec.output))
     if phase.kind == 'scale_mix':
       return os.path.join(self.workdir, spec.output if spec.mode == 'scale_mix'
                           else MIXED_STYLE)
@@ -212,13 +219,37 @@ class Outputs(Hook):
   def phase_end(self, index, phase, images):
     if not writer():
       return
-    final = phase.kind == 'transfer' or self.spec.mode == 'scale_mix'
-    for source, image in zip(phase.contents, images):
+    final = phase.kind in ('transfer', 'frame') or self.spec.mode == 'scale_mix'
+    for source, image in zip(phase.contents, images or ()):   # None: written before
       if final:
         image_io.save_image(self.path(phase, source.name), image,
                             bits=self.spec.output_bits, dpi=self.spec.dpi or None)
       else:
         image_io.save_image(self.path(phase, source.name), image)
+    if phase.kind == 'frame' and phase.contents[0].index == self.spec.video.info.frames - 1:
+      self.write_video(phase)
+
+  def write_video(self, last_phase) -> None:
+    """``final.mp4`` from the written frames (all of them exist: a resumed run
+    rewrote the finished ones), at the source's rate, with its audio."""
+    del last_phase
+    v = self.spec.video
+    ext = frame_ext(self.spec.output)
+    frames = video_io.FrameFiles(os.path.join(self.workdir, FRAMES_DIR, f'{k + 1:05d}{ext}')
+                                 for k in range(v.info.frames))
+    video_io.write_video(video_path(self.workdir, self.spec.output), frames, v.info.rate,
+                         audio_from=v.path if v.info.audio else None)
+
+
+def frame_ext(output: str) -> str:
+  """A clip's frame files' extension: the output's (``final.mp4``: ``.png``)."""
+  ext = os.path.splitext(output)[1]
+  return '.png' if ext.lower() == '.mp4' else ext
+
+
+def video_path(workdir: str, output: str) -> str:
+  """Where a clip's video goes: the output's stem + ``.mp4`` (``final.mp4``)."""
+  return os.path.join(workdir, os.path.splitext(output)[0] + '.mp4')
 
 
 class Intermediates(Hook):
@@ -228,7 +259,7 @@ class Intermediates(Hook):
     self.workdir, self.every = workdir, save_every
     self.names = [[c.name for c in p.contents] for p in plan.phases
                   for _ in p.stages]
-    self.batch = plan.spec.batch
+    self.batch = plan.spec.batch or plan.spec.video is not None
 
   def chunk(self, stage, before, state, metrics, terms):
     after = int(state.step)

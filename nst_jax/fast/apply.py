@@ -34,6 +34,7 @@ from nst_jax import color
 from nst_jax import image_io
 from nst_jax import mask_io
 from nst_jax import plan as plan_lib
+from nst_jax import video_io
 from nst_jax import workdir as workdir_lib
 from nst_jax.config import DEMO_MODEL, asset
 from nst_jax.errors import NSTError
@@ -135,6 +136,8 @@ def run(spec, config, workdir: str, quiet: bool = False):
   workdir_lib.write_config(workdir, config)
   model = load(spec.fast.model)
   form = spec.guidance.content if spec.guidance else None
+  if spec.video is not None:
+    return _run_clip(spec, model, workdir, form, quiet)
   if spec.batch:
     paths = image_io.list_images(spec.content)
     jobs = [(p, os.path.join(workdir, workdir_lib.BATCH_DIR,
@@ -157,3 +160,34 @@ def run(spec, config, workdir: str, quiet: bool = False):
                time.perf_counter() - t)
     results.append(out)
   return results if spec.batch else results[0]
+
+
+def _run_clip(spec, model: FastModel, workdir: str, form, quiet: bool):
+  """A clip through the network frame by frame: ``frames/NNNNN.<ext>``, then
+  ``final.mp4`` (source rate and audio), like the optimisation's clip."""
+  v = spec.video
+  ext = workdir_lib.frame_ext(spec.output)
+  t = time.perf_counter()
+  for k in range(v.info.frames):
+    frame = (image_io.load_image(v.info.paths[k], spec.max_input_pixels) if v.info.paths
+             else video_io.read_frame(v.path, k))
+    name = f'{k + 1:05d}'
+    # Masks by frame file name (a folder clip) or frame number (a video), as
+    # the optimisation looks them up.
+    g = mask_io.for_image(form, v.info.paths[k] if v.info.paths else name) if form else None
+    out = stylize(model, frame, g)
+    if workdir_lib.writer():
+      image_io.save_image(os.path.join(workdir, workdir_lib.FRAMES_DIR, name + ext), out,
+                          bits=spec.output_bits)
+  video_io.close_readers()
+  if workdir_lib.writer():
+    frames = video_io.FrameFiles(os.path.join(workdir, workdir_lib.FRAMES_DIR,
+                                              f'{k + 1:05d}{ext}')
+                                 for k in range(v.info.frames))
+    video_io.write_video(workdir_lib.video_path(workdir, spec.output), frames, v.info.rate,
+                         audio_from=v.path if v.info.audio else None)
+  if not quiet:
+    log.info('%s -> %s (%d frames, %.2fs incl. compile)', v.path,
+             workdir_lib.video_path(workdir, spec.output), v.info.frames,
+             time.perf_counter() - t)
+  return None
