@@ -57,7 +57,7 @@ def main():
   from nst_jax import engine, tiling
   t2 = objective.make_targets(params, content, [style], content_layers=('relu2_2',),
                               style_layers=('relu1_1', 'relu2_1'))
-  loss8, _ = engine._loss_fns(16, mesh, {})
+  loss8, _ = engine._loss_fns(16, mesh, ())       # vgg_options as (name, value) pairs
   vg8 = jax.jit(jax.value_and_grad(lambda p: loss8(p, sharding.replicate((params, weights), mesh),
                                                    sharding.replicate(t2, mesh))))
   vt, gt = vg8(sharding.place(x[0], mesh, x.shape[1:], batched=False))
