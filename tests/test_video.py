@@ -423,6 +423,9 @@ def test_temporal_loss_lowers_flicker_against_independent_frames(vgg_params, pan
   e_ruder = flow.temporal_error(ruder, backs, cs)
   e_plain = flow.temporal_error(plain, backs, cs)
   assert len(ruder) == 4 and ruder[0].shape == (48, 64, 3)
+  # Measured 0.022 vs 0.093 (4.3x) on the 2-core Xeon; asking for 2x leaves
+  # room for another CPU's kernels steering L-BFGS elsewhere, while a term
+  # with no effect (or the wrong sign) gives a ratio near or above 1.
   assert e_ruder < 0.5 * e_plain, (e_ruder, e_plain)
 
 
