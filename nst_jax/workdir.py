@@ -230,15 +230,20 @@ class Outputs(Hook):
       self.write_video(phase)
 
   def write_video(self, last_phase) -> None:
-    """``final.mp4`` from the written frames (all of them exist: a resumed run
-    rewrote the finished ones), at the source's rate, with its audio."""
     del last_phase
-    v = self.spec.video
-    ext = frame_ext(self.spec.output)
-    frames = video_io.FrameFiles(os.path.join(self.workdir, FRAMES_DIR, f'{k + 1:05d}{ext}')
-                                 for k in range(v.info.frames))
-    video_io.write_video(video_path(self.workdir, self.spec.output), frames, v.info.rate,
-                         audio_from=v.path if v.info.audio else None)
+    write_clip(self.workdir, self.spec)
+
+
+def write_clip(workdir: str, spec) -> None:
+  """``final.mp4`` from a clip's written ``frames/`` (every frame is there: a
+  resumed run kept the finished ones), at the source's rate, with its audio
+  (the optimisation's :class:`Outputs` and fast_apply both end with it)."""
+  v = spec.video
+  ext = frame_ext(spec.output)
+  frames = video_io.FrameFiles(os.path.join(workdir, FRAMES_DIR, f'{k + 1:05d}{ext}')
+                               for k in range(v.info.frames))
+  video_io.write_video(video_path(workdir, spec.output), frames, v.info.rate,
+                       audio_from=v.path if v.info.audio else None)
 
 
 def frame_ext(output: str) -> str:

@@ -181,11 +181,7 @@ def _run_clip(spec, model: FastModel, workdir: str, form, quiet: bool):
                           bits=spec.output_bits)
   video_io.close_readers()
   if workdir_lib.writer():
-    frames = video_io.FrameFiles(os.path.join(workdir, workdir_lib.FRAMES_DIR,
-                                              f'{k + 1:05d}{ext}')
-                                 for k in range(v.info.frames))
-    video_io.write_video(workdir_lib.video_path(workdir, spec.output), frames, v.info.rate,
-                         audio_from=v.path if v.info.audio else None)
+    workdir_lib.write_clip(workdir, spec)
   if not quiet:
     log.info('%s -> %s (%d frames, %.2fs incl. compile)', v.path,
              workdir_lib.video_path(workdir, spec.output), v.info.frames,
