@@ -52,7 +52,7 @@ def _execute(spec, config, workdir, params, quiet, checkpoints: bool):
                            resume=spec.resume, quiet=quiet) as session:
     files = []
     if workdir is not None:
-      files.append(workdir_lib.Outputs(workdir, spec))
+      files.append(workdir_lib.Outputs(workdir, spec, len(plan.phases)))
       if spec.save_every:
         files.append(workdir_lib.Intermediates(workdir, plan, spec.save_every))
       files.append(summaries.hook(workdir, spec, config, session.stages, plan))

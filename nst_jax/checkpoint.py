@@ -82,7 +82,9 @@ _ADDED_LATER = {'style_statistic': 'gram', 'network': 'original', 'average_decay
                 'clip': False, 'temporal_weight': config_lib.TEMPORAL_WEIGHT,
                 'temporal_frames': [1], 'frame_init': 'warped',
                 'frame_steps': config_lib.FRAME_STEPS, 'flow': 'dis_medium',
-                'frame_rate': 0.0, 'max_frames': 0}
+                'frame_rate': 0.0, 'max_frames': 0,
+                'passes': 1, 'pass_steps': config_lib.PASS_STEPS,
+                'pass_blend': config_lib.PASS_BLEND, 'temporal_from_pass': 2}
 
 
 def fingerprint(config, plan_signature=None, fields=None) -> str:

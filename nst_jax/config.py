@@ -37,6 +37,8 @@ FAST_COLOR_CONTROLS = ('none', 'luminance', 'histogram')
 FRAME_INITS = ('warped', 'previous', 'content')
 TEMPORAL_WEIGHT = 1e3                  # lambda_t default (measured: WORKSPACE.md "Video")
 FRAME_STEPS = 50                       # later frames' steps (measured: WORKSPACE.md "Video")
+PASS_STEPS = 25                        # multi-pass: steps of each pass after the first
+PASS_BLEND = 1.0                       # multi-pass: delta of the start's blend (the paper's code)
 DEMO_MODEL = 'fast_demo'               # bundled model dir in nst_jax/assets
 # Tuple fields whose values are names or paths: on the command line they are
 # split on commas by nst_jax.main (so absolute paths and spaces work; a
@@ -165,6 +167,16 @@ def get_default_config() -> ml_collections.ConfigDict:
   #                                      dis_ultrafast | farneback (OpenCV)
   c.frame_rate = 0.0                   # fps of a frame folder (0 = 25), or a file's override
   c.max_frames = 0                     # only the first N frames; 0 = all
+  # Ruder et al.'s multi-pass algorithm (passes > 1): pass 1 stylises every
+  # frame as a still (batch_size frames per batch, 0 = all at once, sharded
+  # over the devices); each later pass starts each frame from its latest
+  # result blended with its neighbours' (t-1, t+1) warped along the flow and
+  # adds the temporal loss against them: even frames as a batch, then odd.
+  c.passes = 1                         # 1 = the single-pass algorithm above
+  c.pass_steps = PASS_STEPS            # steps of each pass after the first
+  c.pass_blend = PASS_BLEND            # delta: start = (own + d*sum c*warped) / (1 + d*sum c)
+  c.temporal_from_pass = 2             # the temporal loss in this pass and after
+  c.pass_order = 'red_black'           # 'red_black' | 'jacobi' | 'sequential'
   return c
 
 
@@ -244,6 +256,11 @@ class VideoSpec:
   frame_init: str                      # 'warped' | 'previous' | 'content'
   frame_steps: int
   flow: str
+  passes: int = 1                      # > 1: the multi-pass algorithm
+  pass_steps: int = PASS_STEPS
+  pass_blend: float = PASS_BLEND
+  temporal_from_pass: int = 2
+  pass_order: str = 'red_black'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -514,6 +531,13 @@ def _video(c, content, clip: bool, job: str) -> VideoSpec | None:
   rate = _number('frame_rate', c.frame_rate)
   max_frames = _int('max_frames', c.max_frames, 0)
   _number('temporal_weight', c.temporal_weight)
+  passes = _int('passes', c.passes, 1)
+  pass_steps = _int('pass_steps', c.pass_steps, 1)
+  blend = _number('pass_blend', c.pass_blend)
+  temporal_from = _int('temporal_from_pass', c.temporal_from_pass, 2)
+  if passes > 1 and frames_j != (1,):
+    raise NSTError('config.passes > 1 compares each frame with its neighbour only; '
+                   'use temporal_frames=1 (long-term terms are for passes=1)')
   if not frames_j:
     raise NSTError('config.temporal_frames is empty; use 1 (or 1,2,4)')
   if frames_j[-1] > video_io.MAX_FRAMES_BACK:
@@ -534,7 +558,11 @@ def _video(c, content, clip: bool, job: str) -> VideoSpec | None:
   max_pixels = _int('max_input_pixels', c.max_input_pixels, 1)
   info = video_io.probe(content, max_pixels, rate, max_frames)
   return VideoSpec(path=str(content), info=info, temporal_frames=frames_j,
-                   frame_init=init, frame_steps=steps, flow=flow_method)
+                   frame_init=init, frame_steps=steps, flow=flow_method,
+                   passes=passes, pass_steps=pass_steps, pass_blend=blend,
+                   temporal_from_pass=temporal_from,
+                   pass_order=_choice('pass_order', c.pass_order,
+                                      ('jacobi', 'red_black', 'sequential')))
 
 
 def _average_decay(c) -> float:

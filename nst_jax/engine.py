@@ -101,7 +101,7 @@ def execute(plan: plan_lib.Plan, params, *, hooks: Sequence[Hook] = (),
   _COMPILED.clear()                              # reused within a run only
   needed = {}                                    # phase -> last phase that reads it
   for i, phase in enumerate(plan.phases):
-    for e in phase.temporal:
+    for e in phase.reads:
       needed[e.phase] = i
   needed[0] = len(plan.phases)                   # the scale mix's style (MIXED_STYLE)
   ends = np.cumsum([len(p.stages) for p in plan.phases]) - 1   # each phase's last stage
@@ -202,7 +202,8 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
     if compiled is None:                         # a clip's later frames reuse it
       run_chunk = optim.make_chunk_fn(loss_fn, optimizer, chunk, mesh)
       compiled = run_chunk.lower(state, consts, num_steps).compile()
-      _COMPILED.clear()                          # keep one: a new shape is a new phase
+      while len(_COMPILED) >= _KEEP_COMPILED:    # the oldest goes
+        del _COMPILED[next(iter(_COMPILED))]
       _COMPILED[key] = compiled
     compile_s = time.perf_counter() - t
     _log_memory(g, stage, compiled)
@@ -227,9 +228,12 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
   return np.asarray(image, np.float32)
 
 
-# The last stage's compiled chunk: a clip's later frames (same shapes, new
-# targets) reuse it instead of compiling once per frame; cleared per run.
+# The last stages' compiled chunks: a clip's later frames and passes (same
+# shapes, new targets) reuse them instead of compiling once per frame; a
+# multi-pass clip alternates between a few shapes (its groups of frames, with
+# and without the temporal term). Cleared per run.
 _COMPILED: dict = {}
+_KEEP_COMPILED = 4
 
 
 def _signature(tree) -> tuple:

@@ -9,7 +9,8 @@ at a time, so that only the images a phase needs are in memory:
   styles' files, applies colour control (histogram matching, luminance),
   loads the guidance masks, and for a clip's frame the earlier results
   warped along the content's optical flow with their reliability
-  (:mod:`nst_jax.flow`);
+  (:mod:`nst_jax.flow`), or for a multi-pass clip's pass the previous
+  pass's results blended with their warped neighbours;
 * per stage, :func:`stage_targets` (device: runs VGG19 on the content and
   style images, tiled when the stage is) and :func:`stage_start` (the init,
   or the previous stage's images resized);
@@ -52,9 +53,10 @@ class Prepared(NamedTuple):
   styles: list                     # per image, its list of style images
   content_masks: list | None       # per image, [H, W, R] guidance
   style_masks: list | None         # per style, [H_s, W_s, R] guidance
-  init_image: np.ndarray | None    # a decoded init file; a frame's warped start
-  temporal: tuple | None = None    # a frame's (previous [J, H, W, 3], c [J, H, W])
-  #                                  at its final size (the loss's distances only)
+  init_images: list | None        # per image, its start: a decoded init file, a
+  #                                  clip frame's warped start
+  temporal: list | None = None     # per image, a frame's (previous [J, H, W, 3],
+  #                                  c [J, H, W]) at its final size, or None
 
 
 def load(source: Source, max_pixels: int) -> np.ndarray:
@@ -111,13 +113,34 @@ def prepare(phase: Phase, style_images: list, max_pixels: int,
                                            c.hw, max_pixels)
                      for c in phase.contents]
     style_masks = style_guidance_masks(g, style_images, max_pixels)
-  init_image = temporal = None
-  if phase.temporal:
-    init_image, temporal = _frame_targets(phase, originals[0], outputs, max_pixels)
+  init_images = temporal = None
+  if phase.sweep is not None:
+    init_images, temporal = _sweep_targets(phase, originals, outputs, max_pixels)
+  elif phase.temporal:
+    init, target = _frame_targets(phase, originals[0], outputs, max_pixels)
+    init_images, temporal = [init], [target]
   elif phase.init not in ('content', 'noise', 'style'):
-    init_image = image_io.load_image(phase.init, max_pixels)
-  return Prepared(originals, contents, styles, content_masks, style_masks, init_image,
+    init_images = [image_io.load_image(phase.init, max_pixels)] * phase.batch
+  return Prepared(originals, contents, styles, content_masks, style_masks, init_images,
                   temporal)
+
+
+def _as_seen(phase: Phase):
+  """What the optimised image shows VGG, of an RGB image: luminance runs
+  compare and start in luminance (grey RGB)."""
+  if phase.color == 'luminance':
+    return lambda x: color.as_rgb(color.luminance(x))
+  return lambda x: x
+
+
+def _warped(here, before, result, method: str, reliable: bool = True):
+  """``result`` (the stylised frame whose content is ``before``) warped to the
+  frame whose content is ``here``: ``(ω, inside, c)``, c the reliability of the
+  flow (None unless ``reliable``). All at one size."""
+  back = flow.optical_flow(here, before, method)
+  omega, inside = flow.warp(result, back)
+  c = flow.reliability(flow.optical_flow(before, here, method), back) if reliable else None
+  return omega, inside, c
 
 
 def _frame_targets(phase: Phase, content: np.ndarray, outputs, max_pixels: int):
@@ -132,8 +155,7 @@ def _frame_targets(phase: Phase, content: np.ndarray, outputs, max_pixels: int):
   """
   hw = phase.stages[-1].hw
   here = np.asarray(image_io.resize(content, hw))
-  grey = phase.color == 'luminance'
-  as_seen = (lambda x: color.as_rgb(color.luminance(x))) if grey else (lambda x: x)
+  as_seen = _as_seen(phase)
   in_loss = phase.loss.temporal_weight > 0
   warped, weights, init = [], [], here
   for e in phase.temporal:
@@ -147,19 +169,52 @@ def _frame_targets(phase: Phase, content: np.ndarray, outputs, max_pixels: int):
     if not compared and phase.init == 'previous':
       continue
     before = np.asarray(image_io.resize(load(e.source, max_pixels), hw))
-    back = flow.optical_flow(here, before, phase.flow)
-    omega, inside = flow.warp(result, back)
+    omega, inside, c = _warped(here, before, result, phase.flow, compared)
     if start and phase.init == 'warped':
       init = np.where(inside[..., None], omega, here)
     if compared:
-      forward = flow.optical_flow(before, here, phase.flow)
       warped.append(as_seen(omega))
-      weights.append(flow.reliability(forward, back))
+      weights.append(c)
   temporal = None
   if warped:
     temporal = (np.stack(warped).astype(np.float32),
                 np.stack(flow.long_term_weights(weights)).astype(np.float32))
   return np.asarray(as_seen(init), np.float32), temporal
+
+
+def _sweep_targets(phase: Phase, contents, outputs, max_pixels: int):
+  """A multi-pass phase's starts and temporal targets (Ruder et al. sec. 3.3).
+
+  Per frame t, at the final size: x = its latest result, ω_j its neighbours'
+  (frames t − 1, t + 1) latest results warped to t, c_j the flows'
+  reliability; start = (x + δ Σ c_j ω_j) / (1 + δ Σ c_j) (the paper's blend:
+  δ = 1 weighs a reliable neighbour as much as x), temporal targets (ω_j,
+  c_j). A missing neighbour (at the clip's ends) has c = 0.
+  """
+  s = phase.sweep
+  hw = phase.stages[-1].hw
+  as_seen = _as_seen(phase)
+  result = lambda e: np.asarray(image_io.resize(np.asarray(outputs[e.phase][e.position]),
+                                                hw), np.float32)
+  starts, temporal = [], []
+  for content, own, near in zip(contents, s.own, s.neighbour):
+    x = result(own)
+    here = np.asarray(image_io.resize(content, hw))
+    omegas, cs = [], []
+    for e in near:
+      before = np.asarray(image_io.resize(load(e.source, max_pixels), hw))
+      omega, _, c = _warped(here, before, result(e), phase.flow)
+      omegas.append(omega)
+      cs.append(c)
+    while len(omegas) < 2:                       # the clip's first / last frame
+      omegas.append(x)
+      cs.append(np.zeros(hw, np.float32))
+    dc = [s.blend * c[..., None] for c in cs]
+    start = (x + sum(d * o for d, o in zip(dc, omegas))) / (1 + sum(dc))
+    starts.append(np.asarray(as_seen(start), np.float32))
+    temporal.append((np.stack([as_seen(o) for o in omegas]).astype(np.float32),
+                     np.stack(cs).astype(np.float32)) if s.temporal else None)
+  return starts, temporal
 
 
 # ---------------------------------------------------------------------------
@@ -240,8 +295,8 @@ def stage_targets(phase: Phase, prepared: Prepared, k: int, params):
           image_io.resize(m, s.shape[:2]) for m, s in zip(prepared.style_masks, resized)]
       cache[id(styles)] = style_statistics(params, resized, masks, loss, g, stage.tile)
     temporal = None
-    if prepared.temporal is not None:
-      previous, c = prepared.temporal
+    if prepared.temporal is not None and prepared.temporal[i] is not None:
+      previous, c = prepared.temporal[i]
       temporal = objective.Temporal(
           jax.vmap(lambda x: image_io.resize(x, stage.hw))(jnp.asarray(previous)),
           jax.vmap(lambda x: image_io.resize(x[..., None], stage.hw)[..., 0])(
@@ -284,8 +339,8 @@ def stage_start(phase: Phase, prepared: Prepared, k: int, previous, seed: int):
     start = jnp.stack([image_io.resize(
         resize_styles(s[:1], phase.stages[k].style_side)[0], hw)
         for s in prepared.styles])
-  else:
-    start = jnp.stack([image_io.resize(prepared.init_image, hw)] * phase.batch)
+  else:                                         # an init file, a clip frame's start
+    start = jnp.stack([image_io.resize(x, hw) for x in prepared.init_images])
   return jnp.asarray(start, jnp.float32)[..., :phase.channels]
 
 

@@ -15,6 +15,14 @@ coarse-to-fine *stages* with one objective:
   stage at the final size (``frame_steps``), started from the previous result
   warped along the flow, with the temporal loss against the results of the
   frames ``temporal_frames`` back (``Phase.temporal``: which earlier phases).
+  With ``passes`` > 1 the clip is Ruder et al.'s multi-pass algorithm
+  instead: pass 1 stylises every frame as a still (the frames on the batch
+  axis, ``batch_size`` of them per phase, sharded over the mesh's ``b``
+  devices); each later pass starts every frame from its own previous-pass
+  result blended with its neighbour's warped along the flow, the neighbour
+  alternating between t−1 and t+1 from pass to pass, and adds the temporal
+  loss against that neighbour (``Phase.sweep``). The passes before the last
+  are kind ``pass``; the last pass's phases are the clip's ``frame`` phases.
 
 :func:`make_plan` decides everything that can be decided before an image is
 decoded: phases, stage sizes (rounded for the device mesh), steps, names, and
@@ -35,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import math
 import os
 
 
@@ -66,6 +75,20 @@ class Earlier:
   source: Source
   phase: int                       # index of that frame's phase in the plan
   distance: int                    # j
+  position: int = 0                # its image in that phase's outputs
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+  """What a multi-pass phase reads of the previous pass (Ruder et al. 2016,
+  sec. 3.3): per frame, its own previous-pass result and that of its
+  neighbour in this pass's direction (None at the clip's end)."""
+  number: int                      # the pass, 2 .. passes
+  direction: int                   # +1: the neighbour is frame t−1; −1: frame t+1
+  own: tuple                       # Earlier per image (distance 0)
+  neighbour: tuple                 # per image, the Earliers of frames t − 1, t + 1
+  blend: float                     # δ of the start's blend
+  temporal: bool                   # the temporal loss against the neighbour
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +103,7 @@ class StagePlan:
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
-  kind: str                        # 'scale_mix' | 'transfer' | 'frame'
+  kind: str                        # 'scale_mix' | 'transfer' | 'frame' | 'pass'
   contents: tuple                  # Source per image of the batch
   styles: tuple                    # Source per style, or MIXED_STYLE
   loss: config_lib.LossSpec
@@ -95,6 +118,21 @@ class Phase:
   #                                  clip's first: 1 and the loss's temporal_frames)
   flow: str = 'dis_medium'         # a clip's optical flow method
   loss_frames: tuple = ()          # the distances j the temporal loss compares with
+  sweep: Sweep | None = None       # a multi-pass clip's passes after the first
+
+  @property
+  def reads(self) -> tuple:
+    """Every earlier phase output this phase reads, as :class:`Earlier`."""
+    if self.sweep is None:
+      return self.temporal
+    return self.sweep.own + tuple(e for near in self.sweep.neighbour for e in near)
+
+  @property
+  def temporal_terms(self) -> int:
+    """Warped earlier frames in this phase's temporal loss (per image)."""
+    if self.sweep is not None:
+      return 2 * int(self.sweep.temporal)
+    return len(self.loss_frames) if self.temporal else 0
 
   @property
   def batch(self) -> int:
@@ -222,7 +260,7 @@ def _memory_plan(spec, phase: Phase, limit: tuple[int, str], first: int, total: 
         average=bool(spec.average_decay),
         activation_dtype=spec.activation_dtype,
         regions=phase.guidance.regions if phase.guidance else 0,
-        temporal=len(phase.loss_frames) if phase.temporal else 0,
+        temporal=phase.temporal_terms,
         mesh_shape=phase.mesh_shape, source_pixels=sources, cpu=memory.is_cpu())
     stages.append(dataclasses.replace(s, tile=m.tile, lbfgs_memory=m.lbfgs_memory,
                                       memory=m))
@@ -253,6 +291,8 @@ def _phases(spec) -> list[Phase]:
     if spec.mode == 'scale_mix':
       return phases
     styles = [MIXED_STYLE]
+  if spec.video is not None and spec.video.passes > 1:
+    return phases + _pass_phases(spec, contents, styles, len(phases))
   if spec.video is not None:
     return phases + _frame_phases(spec, contents, styles, len(phases))
   # Group images whose stage sizes agree (mesh rows depend on the batch size,
@@ -294,6 +334,56 @@ def _frame_phases(spec, frames, styles, first: int) -> list[Phase]:
   return phases
 
 
+def _pass_phases(spec, frames, styles, first: int) -> list[Phase]:
+  """A multi-pass clip's phases (module docstring).
+
+  Pass 1: every frame as a still, ``batch_size`` frames per phase. Each
+  later pass visits the frames in ``pass_order``'s batches; a frame reads
+  its own latest result and its neighbours' (t − 1, t + 1) latest: those of
+  this pass if their batch ran already, else the previous pass's.
+  """
+  v = spec.video
+  size = spec.batch_size or len(frames)
+  n = len(frames)
+  cut = lambda ks: [tuple(ks[k:k + size]) for k in range(0, len(ks), size)]
+  order = {'jacobi': [list(range(n))],
+           'red_black': [list(range(0, n, 2)), list(range(1, n, 2))],
+           'sequential': [[k] for k in range(n)]}[v.pass_order]
+  batches = [b for ks in order for b in cut(ks)]
+  meshes = {len(b): sharding.mesh_shape(spec.devices, len(b))
+            for b in batches + cut(list(range(n)))}
+  rows = math.lcm(*(h for _, h in meshes.values()))   # one frame size for every batch
+  stages = tuple(stage_sizes(spec, frames[0].hw, rows))
+  later = (dataclasses.replace(stages[-1], steps=v.pass_steps),)
+  latest = {}                                  # frame -> Earlier of its newest result
+  phases = []
+  for number in range(1, v.passes + 1):
+    forward = number % 2 == 1                  # the paper's alternating directions
+    run = cut(list(range(n))) if number == 1 else (
+        batches if forward or v.pass_order != 'sequential' else batches[::-1])
+    made = {}
+    for ks in run:
+      group = tuple(frames[k] for k in ks)
+      sweep = None
+      if number > 1:
+        near = tuple(tuple(latest[j] for j in (k - 1, k + 1) if 0 <= j < n) for k in ks)
+        sweep = Sweep(number, 1 if forward else -1, tuple(latest[k] for k in ks), near,
+                      v.pass_blend,
+                      number >= v.temporal_from_pass and spec.loss.temporal_weight > 0)
+      index = first + len(phases)
+      phases.append(Phase(
+          'frame' if number == v.passes else 'pass', group, tuple(styles), spec.loss,
+          spec.guidance, stages if number == 1 else later,
+          spec.init if number == 1 else 'previous_pass', spec.color_control,
+          spec.histogram_mode, meshes[len(ks)], flow=v.flow, sweep=sweep))
+      for p, k in enumerate(ks):
+        made[k] = Earlier(frames[k], index, 0, p)
+        if v.pass_order != 'jacobi':           # later batches of this pass see it
+          latest[k] = made[k]
+    latest.update(made)
+  return phases
+
+
 def reported_stages(plan: Plan) -> list[tuple[tuple[int, int], int, int]]:
   """``(hw, steps, images)`` per stage, what the progress line and log report."""
   return [(s.hw, s.steps, plan.phases[i].batch) for i, s in plan.stages]
@@ -302,16 +392,23 @@ def reported_stages(plan: Plan) -> list[tuple[tuple[int, int], int, int]]:
 def describe(plan: Plan) -> str:
   """The plan for the log: a line per phase, a line per stage with its memory."""
   lines, k = [], 0
-  frames = [i for i, p in enumerate(plan.phases) if p.kind == 'frame']
+  frames = [i for i, p in enumerate(plan.phases) if p.kind == 'frame' and p.batch == 1
+            and p.sweep is None]
   for i, p in enumerate(plan.phases):
-    if p.kind == 'frame' and i > frames[0] + 1:  # a clip: its first two frames, then a count
+    if i in frames and i > frames[0] + 1:    # a clip: its first two frames, then a count
       k += len(p.stages)
       if i == frames[0] + 2:
         lines.append(f'  ... {len(frames) - 2} more frames like frame 2')
       continue
     names = ', '.join(c.name for c in itertools.islice(p.contents, 4))
     more = f' +{p.batch - 4}' if p.batch > 4 else ''
-    lines.append(f'phase {i + 1}/{len(plan.phases)} {p.kind}: {p.batch} image(s) '
+    kind = p.kind
+    if p.sweep is not None or (p.kind == 'pass'):
+      number = p.sweep.number if p.sweep else 1
+      way = {1: ', forward', -1: ', backward'}[p.sweep.direction] if p.sweep else ''
+      kind = f'{p.kind} (pass {number}{way}' + (
+          ', temporal loss)' if p.sweep and p.sweep.temporal else ')')
+    lines.append(f'phase {i + 1}/{len(plan.phases)} {kind}: {p.batch} image(s) '
                  f'[{names}{more}], mesh b={p.mesh_shape[0]} x h={p.mesh_shape[1]}')
     for s in p.stages:
       k += 1

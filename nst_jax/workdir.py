@@ -148,7 +148,8 @@ class Session:
 
   Example:
     >>> with Session(workdir, config, [((170, 256), 150, 1)], fingerprint=fp) as s:
-    ...   outputs = engine.execute(plan, params, hooks=s.hooks(Outputs(workdir, spec)),
+    ...   files = Outputs(workdir, spec, len(plan.phases))
+    ...   outputs = engine.execute(plan, params, hooks=s.hooks(files),
     ...                            resume=s.checkpointer)
   """
 
@@ -199,10 +200,12 @@ class Session:
 
 
 class Outputs(Hook):
-  """Writes each phase's images when it ends (a batch's as each batch ends)."""
+  """Writes each phase's images when it ends (a batch's as each batch ends);
+  a clip's video after the last of the plan's ``phases``."""
 
-  def __init__(self, workdir: str, spec):
+  def __init__(self, workdir: str, spec, phases: int = 0):
     self.workdir, self.spec = workdir, spec
+    self.last = phases - 1                        # a clip's video after its last phase
 
   def path(self, phase, name: str) -> str:
     spec = self.spec
@@ -219,6 +222,8 @@ class Outputs(Hook):
   def phase_end(self, index, phase, images):
     if not writer():
       return
+    if phase.kind == 'pass':                      # a multi-pass clip's pass before the last
+      return
     final = phase.kind in ('transfer', 'frame') or self.spec.mode == 'scale_mix'
     for source, image in zip(phase.contents, images or ()):   # None: written before
       if final:
@@ -226,7 +231,7 @@ class Outputs(Hook):
                             bits=self.spec.output_bits, dpi=self.spec.dpi or None)
       else:
         image_io.save_image(self.path(phase, source.name), image)
-    if phase.kind == 'frame' and phase.contents[0].index == self.spec.video.info.frames - 1:
+    if phase.kind == 'frame' and index == self.last:
       self.write_video(phase)
 
   def write_video(self, last_phase) -> None:

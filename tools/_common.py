@@ -60,3 +60,13 @@ def reset_peak_rss() -> float:
     return _status_mb('VmRSS')
   except (OSError, KeyError):
     return _maxrss_mb()
+
+
+def emit(result, path: str | None = None) -> None:
+  """Prints ``result`` as indented JSON, and writes it to ``path`` if given."""
+  import json
+  text = json.dumps(result, indent=1)
+  if path:
+    with open(path, 'w') as f:
+      f.write(text + '\n')
+  print(text)

