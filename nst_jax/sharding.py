@@ -47,9 +47,23 @@ def device_count(num_devices: int) -> int:
 
 
 def mesh_shape(num_devices: int, batch: int) -> tuple[int, int]:
-  """``(b, h)``: devices for the batch axis and for bands of one image."""
+  """``(b, h)``: devices for the batch axis and for bands of one image.
+
+  b = gcd(batch, devices), unless that would put bands (h > 1) of different
+  images on the devices of one process: each image's L-BFGS line search
+  loops a data-dependent number of times, the bands' halo exchanges inside
+  those loops are collectives, and XLA's collectives wait for every local
+  device of the program — devices working on different images would wait
+  for each other for ever (seen on 8 simulated CPU devices with a batch of
+  4: b = 4 × h = 2 hung). Then the images go over processes only (b =
+  gcd(b, processes): one process's devices band one image at a time).
+  """
   n = device_count(num_devices)
   b = math.gcd(batch, n)
+  processes = jax.process_count()
+  local = n if processes == 1 else jax.local_device_count()
+  if b < n and (n // b) % local:
+    b = math.gcd(b, processes)
   return b, n // b
 
 

@@ -47,6 +47,7 @@ def main():
   batch_single = nst_jax.stylize(folder, cl.asset('starry_night.jpg'), devices=1, **kw)
   batch_multi = nst_jax.stylize(folder, cl.asset('starry_night.jpg'), devices=0, **kw)
   batch_mesh = sharding.mesh_shape(0, 2)
+  meshes = [list(sharding.mesh_shape(0, b)) for b in (1, 2, 4, 8, 16, 12)]
   # Tiled over 8 devices: the tiles divided among the 'h' devices.
   small = dict(kw, content_layers=('relu2_2',), style_layers=('relu1_1', 'relu2_1'),
                log_every=5)
@@ -62,10 +63,22 @@ def main():
                                                    sharding.replicate(t2, mesh))))
   vt, gt = vg8(sharding.place(x[0], mesh, x.shape[1:], batched=False))
   vu, gu = jax.value_and_grad(lambda p: objective.total_loss(p, params, t2, weights))(x[0])
+  # A multi-pass clip of 8 frames: pass 1 one batch (mesh b=8 x h=1: a frame
+  # per device), pass 2 its even and odd frames (4 each: b=1 x h=8, bands),
+  # the temporal term on.
+  clip = os.path.join(os.environ['WORK'], 'clip')
+  os.makedirs(clip, exist_ok=True)
+  wide = image_io.resize(cat, (64, 96 + 14))
+  for k in range(8):
+    image_io.save_image(os.path.join(clip, f'{k}.png'), wide[:, 2 * k:2 * k + 96])
+  clip_kw = dict(kw, steps=(3,), clip=True, passes=2, pass_steps=2)
+  clip_single = nst_jax.stylize(clip, cl.asset('starry_night.jpg'), devices=1, **clip_kw)
+  clip_multi = nst_jax.stylize(clip, cl.asset('starry_night.jpg'), devices=0, **clip_kw)
   np.savez(os.path.join(os.environ['WORK'], 'outputs.npz'),   # for tools/isa_spread.py
            run_single=single, run_multi=multi, batch_single=np.stack(batch_single),
            batch_multi=np.stack(batch_multi), tiled_run_single=tiled_single,
-           tiled_run_multi=tiled_multi)
+           tiled_run_multi=tiled_multi, clip_single=np.stack(clip_single),
+           clip_multi=np.stack(clip_multi))
   print(json.dumps({
       'devices': jax.device_count(),
       'state_is_batched': list(state.pixels.shape),
@@ -79,6 +92,7 @@ def main():
       'run_mean_diff': float(np.abs(single - multi).mean()),
       'run_shape': list(multi.shape),
       'batch_mesh': list(batch_mesh),
+      'meshes': meshes,
       'tiled_tiles': tiling.make_tiling((64, 96), 16, t2.layers).count,
       'tiled_loss_rel': float(abs(vt - vu) / abs(vu)),
       'tiled_grad_rel': float(jnp.linalg.norm(gt - gu) / jnp.linalg.norm(gu)),
@@ -88,6 +102,10 @@ def main():
                             for a, b in zip(batch_single, batch_multi)),
       'batch_mean_diff': max(float(np.abs(a - b).mean())
                              for a, b in zip(batch_single, batch_multi)),
+      'clip_frames': len(clip_multi),
+      'clip_max_diff': max(float(np.abs(a - b).max()) for a, b in zip(clip_single, clip_multi)),
+      'clip_mean_diff': max(float(np.abs(a - b).mean())
+                            for a, b in zip(clip_single, clip_multi)),
   }))
 
 
