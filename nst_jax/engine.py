@@ -38,6 +38,7 @@ from nst_jax import objective
 from nst_jax import optim
 from nst_jax import plan as plan_lib
 from nst_jax import sharding
+from nst_jax import vgg
 from nst_jax import video_io
 from nst_jax.errors import NSTError
 from nst_jax.files import cache_dir
@@ -107,6 +108,12 @@ def execute(plan: plan_lib.Plan, params, *, hooks: Sequence[Hook] = (),
   ends = np.cumsum([len(p.stages) for p in plan.phases]) - 1   # each phase's last stage
   unfinished = next((i for i, e in enumerate(ends)
                      if resume is None or not resume.skip_stage(int(e))), len(ends))
+  # Winograd F(4x4, 3x3) kernels of the layers the losses reach, once per run
+  # (on CPU: vgg.winograd_kernels; none elsewhere or with bf16 activations).
+  reached = {l for p in plan.phases
+             for l in (*p.loss.content_layer_weights, *p.loss.style_layer_weights)}
+  params = vgg.winograd_kernels(params, vgg.winograd_layers(
+      reached, activation_dtype=plan.spec.activation_dtype))
   try:
     return _phases(plan, params, hooks, resume, keep_outputs, needed, unfinished)
   finally:

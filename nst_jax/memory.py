@@ -3,7 +3,9 @@
 Before anything is compiled or allocated, every stage's memory is estimated
 per device from its size, batch, layers and options:
 
-* weights: VGG19's 80 MB;
+* weights: VGG19's 80 MB, and on CPU the Winograd transforms of its
+  kernels of 256 and 512 outputs that the loss reaches
+  (:func:`nst_jax.vgg.winograd_kernels`; 406 MB to conv5_1);
 * targets: the content features (e.g. relu4_2: 32 bytes per pixel) and the
   guidance channels, per image;
 * optimiser state: exact (``jax.eval_shape`` of the optimiser's init; L-BFGS
@@ -65,6 +67,11 @@ CPU_RAM_SHARE = 0.40
 # 4096² image.
 CPU_RUNTIME_BYTES = int(1.5 * GB)
 HOST_IMAGE_COPIES = 6
+# Compiling the Winograd layers' transforms (nst_jax/winograd.py): peak RSS
+# of tools/benchmark.py rose by 1.0 GB at 256-1024² with them, of which 0.39
+# GB are the transformed kernels (counted under weights); XLA's own buffers
+# did not grow (memory_analysis: 3151 -> 2911 B/px at 384²).
+WINOGRAD_COMPILE_BYTES = int(0.6 * GB)
 # L-BFGS update temporaries in image vectors: one image (the loop drops the
 # batch axis) / per image of a batch (updated in place), measured at 1024-2048².
 UPDATE_VECTORS = (8, 16)
@@ -181,12 +188,15 @@ def estimate(hw, *, batch: int, channels: int, layers, content_layers, tile: int
   update = UPDATE_VECTORS[0] if images == 1 else UPDATE_VECTORS[1]
   state = images * (_state_bytes(optimizer, lbfgs_memory, tuple(hw), channels, average)
                     + update * vector) / h_dev
-  parts = {'weights': WEIGHTS_BYTES, 'targets': int(targets), 'optimizer': int(state),
+  winograd = vgg.winograd_layers(layers, activation_dtype=activation_dtype)
+  weights = WEIGHTS_BYTES + vgg.winograd_kernel_bytes(winograd)
+  parts = {'weights': weights, 'targets': int(targets), 'optimizer': int(state),
            'activations': int(activations)}
   if cpu:   # the process's CPU devices share its RAM: all of them, and the host's part
     here = max(1, b_dev * h_dev // jax.process_count())
     parts = {k: v * here for k, v in parts.items()}
-    parts['host'] = int(CPU_RUNTIME_BYTES + HOST_IMAGE_COPIES * batch * pixels * 3 * 4
+    parts['host'] = int(CPU_RUNTIME_BYTES + (WINOGRAD_COMPILE_BYTES if winograd else 0)
+                        + HOST_IMAGE_COPIES * batch * pixels * 3 * 4
                         + source_pixels * 3 * 4
                         + TEMPORAL_HOST_CHANNELS * temporal * pixels * 4)
   inputs = dict(batch=batch, channels=channels, layers=layers, content_layers=content_layers,

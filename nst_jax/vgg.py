@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from nst_jax import winograd
 from nst_jax.errors import NSTError
 
 # The mean pixel of the Caffe VGG training set, in BGR order, 0-255 scale.
@@ -109,42 +110,140 @@ def preprocess(image: jax.Array) -> jax.Array:
   return bgr - jnp.asarray(MEAN_PIXEL_BGR, dtype=image.dtype)
 
 
-def _conv(x, w, precision):
+def _xla_conv(x, w, precision):
   return lax.conv_general_dilated(
       x, w, window_strides=(1, 1), padding='SAME',
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=precision)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv_same3x3(x, w, precision):
-  return _conv(x, w, precision)
+def _flip(w):
+  """The kernel whose same-padded conv is the input gradient of ``w``'s."""
+  return jnp.flip(w, (0, 1)).swapaxes(2, 3)
 
 
-def _conv_fwd(x, w, precision):
-  return _conv(x, w, precision), (x, w)
+def _conv(x, w, u, precision, algorithm):
+  if algorithm == 'xla':
+    return _xla_conv(x, w, precision)
+  return winograd.conv3x3_same(x, w, m=WINOGRAD_TILES[algorithm], u=u)
 
 
-def _conv_bwd(precision, residuals, dy):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _conv_same3x3(x, w, u, u_t, precision, algorithm):
+  del u_t
+  return _conv(x, w, u, precision, algorithm)
+
+
+def _conv_fwd(x, w, u, u_t, precision, algorithm):
+  return _conv(x, w, u, precision, algorithm), (x, w, u, u_t)
+
+
+def _conv_bwd(precision, algorithm, residuals, dy):
   # The input gradient of a same-padded 3x3 conv is the same conv with the
   # kernel flipped spatially and in/out swapped. Writing it so, rather than
   # leaving it to autodiff, keeps XLA:CPU on its fast convolution path inside
   # while loops (autodiff's reversed '01oi' kernel falls to a ~3x slower
-  # generic emitter there; measured in WORKSPACE.md).
-  x, w = residuals
-  w_t = jnp.flip(w, (0, 1)).swapaxes(2, 3)
-  dx = _conv(dy, w_t, precision)
-  dw = jax.vjp(lambda k: _conv(x, k, precision), w)[1](dy)[0]
-  return dx, dw
+  # generic emitter there; measured in WORKSPACE.md) and lets the gradient use
+  # the same algorithm as the forward pass. The kernel's gradient (unused by
+  # the optimisation, removed by XLA then) is XLA's; the transformed
+  # kernels' are zero (they are constants of the loss).
+  x, w, u, u_t = residuals
+  dx = _conv(dy, _flip(w), u_t, precision, algorithm)
+  dw = jax.vjp(lambda k: _xla_conv(x, k, precision), w)[1](dy)[0]
+  zero = lambda a: None if a is None else jnp.zeros_like(a)
+  return dx, dw, zero(u), zero(u_t)
 
 
 _conv_same3x3.defvjp(_conv_fwd, _conv_bwd)
 
+# conv3x3's algorithms: XLA's convolution, or Winograd F(2x2, 3x3) / F(4x4, 3x3)
+# (nst_jax/winograd.py); 'auto' is F(4x4, 3x3) where :func:`winograd_kernels`
+# prepared the layer's transformed kernels, else XLA's.
+CONV_ALGORITHMS = ('auto', 'xla', 'winograd2', 'winograd4')
+WINOGRAD_TILES = {'winograd2': 2, 'winograd4': 4}
+# Layers with 256 or more output channels (conv3_1 ... conv5_4): there F(4x4,
+# 3x3) with prepared kernels is 1.2-2.2x faster than XLA:CPU's conv (fwd +
+# input gradient); at 64-128 it is slower (its transforms move more bytes
+# than the multiplies save). Measured per layer shape: WORKSPACE.md "Winograd".
+WINOGRAD_MIN_CHANNELS = 256
+# ... and grids of at least 32 x 32: a Winograd layer costs ~1 s more to
+# compile (its transforms are ~100 fused loops), which the 18 ms it saves
+# per evaluation at 32² (512 channels) repays within ~60 evaluations;
+# smaller grids (and the suite's small test images) keep XLA's conv.
+WINOGRAD_MIN_POSITIONS = 32 * 32
 
-def conv3x3(x, w, b, precision=None):
-  """Same-padded 3x3 convolution plus bias, NHWC x HWIO (float32 by default)."""
+
+def winograd_layers(upto: Iterable[str] = ('conv5_4',), dtype=jnp.float32,
+                    activation_dtype: str = 'float32') -> tuple[str, ...]:
+  """The conv layers :func:`winograd_kernels` prepares on this backend for a
+  loss that reads the layers ``upto``: on CPU in float32 the convs of
+  :data:`WINOGRAD_MIN_CHANNELS` outputs up to the deepest of them; none on GPU/TPU
+  (cuDNN and the MXU have their own fast paths) or with bfloat16 activations."""
+  if (jax.default_backend() != 'cpu' or jnp.dtype(dtype) != jnp.float32
+      or activation_dtype != 'float32'):
+    return ()
+  last = max((LAYER_INDEX[n] for n in upto), default=-1)
+  return tuple(n for n, (_, _, c, k) in conv_shapes().items()
+               if k >= WINOGRAD_MIN_CHANNELS and LAYER_INDEX[n] <= last)
+
+
+def winograd_kernel_bytes(layers) -> int:
+  """Bytes of :func:`winograd_kernels`' transforms of ``layers`` (two per layer)."""
+  shapes = conv_shapes()
+  return sum(2 * 36 * shapes[n][2] * shapes[n][3] * 4 for n in layers)
+
+
+def winograd_kernels(params, layers=None, m: int = 4):
+  """``params`` with each layer of ``layers`` (default :func:`winograd_layers`)
+  also holding its F(m×m, 3×3) transformed kernels: ``'u'`` for the
+  forward conv and ``'u_t'`` for its input gradient (4x a kernel's size
+  each for m = 4). Compute once, outside the optimisation loop (XLA does not
+  hoist them out of it: measured 4x slower per conv). :func:`conv3x3`
+  with ``algorithm='auto'`` runs those layers by Winograd.
+
+  Example:
+    >>> fast = winograd_kernels(params)           # once per run
+    >>> feats = vgg_features(fast, image, ['relu4_1'])
+  """
+  layers = winograd_layers() if layers is None else layers
+  out = dict(params)
+  for name in layers:
+    if name in params:
+      w = jnp.asarray(params[name]['w'], jnp.float32)
+      out[name] = dict(params[name], u=winograd.transform_kernel(w, m),
+                       u_t=winograd.transform_kernel(_flip(w), m))
+  return out
+
+
+def conv_algorithm(cin: int, dtype, algorithm: str = 'auto', prepared: bool = False,
+                   positions: int = WINOGRAD_MIN_POSITIONS) -> str:
+  """The algorithm :func:`conv3x3` runs: ``algorithm`` unless ``'auto'``,
+  which is ``'winograd4'`` for a ``prepared`` layer (transformed kernels
+  given) in float32 with at least 4 input channels and a grid of at least
+  :data:`WINOGRAD_MIN_POSITIONS` ``positions``, else ``'xla'``."""
+  if algorithm not in CONV_ALGORITHMS:
+    raise NSTError(f'unknown conv algorithm {algorithm!r}; use one of {CONV_ALGORITHMS}')
+  if algorithm != 'auto':
+    return algorithm
+  if (prepared and jnp.dtype(dtype) == jnp.float32 and cin >= 4
+      and positions >= WINOGRAD_MIN_POSITIONS):
+    return 'winograd4'
+  return 'xla'
+
+
+def conv3x3(x, w, b, precision=None, algorithm: str = 'auto', u=None, u_t=None):
+  """Same-padded 3x3 convolution plus bias, NHWC x HWIO (float32 by default).
+
+  ``algorithm``: see :func:`conv_algorithm`; ``u``, ``u_t``: the kernel's
+  F(4x4, 3x3) transforms for 'auto'/'winograd4' (:func:`winograd_kernels`;
+  computed here if absent).
+  """
   if precision is None:
     precision = float32_precision()
-  return _conv_same3x3(x, w.astype(x.dtype), precision) + b.astype(x.dtype)
+  algorithm = conv_algorithm(w.shape[2], x.dtype, algorithm, u is not None,
+                             x.shape[-3] * x.shape[-2])
+  if algorithm != 'winograd4' or x.dtype != jnp.float32:
+    u = u_t = None                               # only F(4, 3) in float32 uses them
+  return _conv_same3x3(x, w.astype(x.dtype), u, u_t, precision, algorithm) + b.astype(x.dtype)
 
 
 def reduce2x2(x, how: str):
@@ -173,7 +272,8 @@ ACTIVATION_DTYPES = ('float32', 'bfloat16')
 
 def vgg_features(params: Mapping, image: jax.Array, layers: Iterable[str],
                  pooling: str = 'max', *, precision=None, remat: str = 'none',
-                 activation_dtype: str = 'float32') -> dict[str, jax.Array]:
+                 activation_dtype: str = 'float32', conv: str = 'auto'
+                 ) -> dict[str, jax.Array]:
   """VGG19 activations of ``image`` at ``layers``.
 
   Args:
@@ -193,6 +293,10 @@ def vgg_features(params: Mapping, image: jax.Array, layers: Iterable[str],
       activations in bfloat16 (half the activation memory); the returned
       features are cast back to float32, so Grams, losses and the optimiser
       stay float32.
+    conv: the 3x3 convolutions' algorithm (:func:`conv_algorithm`): ``'auto'``
+      (Winograd F(4x4, 3x3) for the layers whose transformed kernels
+      ``params`` holds, :func:`winograd_kernels`; else XLA's), ``'xla'``,
+      ``'winograd2'``, ``'winograd4'``.
 
   Returns:
     ``{layer: activation}``, each ``[h, w, C]`` (or ``[N, h, w, C]``), float32.
@@ -229,7 +333,8 @@ def vgg_features(params: Mapping, image: jax.Array, layers: Iterable[str],
     for name in block:
       kind = name[:4]
       if kind == 'conv':
-        x = conv3x3(x, p[name]['w'], p[name]['b'], precision)
+        x = conv3x3(x, p[name]['w'], p[name]['b'], precision, conv, p[name].get('u'),
+                    p[name].get('u_t'))
       elif kind == 'relu':
         x = jax.nn.relu(x)
       else:
