@@ -338,3 +338,28 @@ def test_training_fingerprint_ignores_fields_training_does_not_use(photos):
   assert key(other) == key(base)
   assert key(nst_jax.make_config(base, style_weight=3.0)) != key(base)
   assert key(nst_jax.make_config(base, net_width=8)) != key(base)
+
+
+def test_upsampled_conv_equals_conv_of_the_resized_image(rng):
+  # The up path's sub-pixel form: conv3x3(reflect_pad(nearest_2x(x))) from a
+  # conv of x itself, exact up to float32 rounding (measured 3.7e-7 relative);
+  # a size that is not 2x falls back to resize + conv.
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+  from nst_jax.fast import network
+  layer = network.ConvNormReLU(8, 5, 3, rngs=nnx.Rngs(0))
+  x = jnp.asarray(rng.standard_normal((2, 10, 13, 8)), jnp.float32)
+  for hw in ((20, 26), (19, 25)):
+    want = layer(jax.image.resize(x, (2, *hw, 8), 'nearest'))
+    got = layer.upsampled(x, hw)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-5 * float(jnp.abs(want).max()))
+  w = jnp.asarray(rng.standard_normal((3, 3, 8, 5)), jnp.float32)
+  b = jnp.zeros(5)
+  up = jnp.pad(jax.image.resize(x, (2, 20, 26, 8), 'nearest'), ((0, 0), (1, 1), (1, 1), (0, 0)),
+               mode='reflect')
+  ref = jax.lax.conv_general_dilated(up, w, (1, 1), 'VALID',
+                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  got = network.upsampled_conv3x3(x, w, b)
+  assert float(jnp.abs(got - ref).max() / jnp.abs(ref).max()) < 5e-6
