@@ -63,7 +63,8 @@ def _execute(spec, config, workdir, params, quiet, checkpoints: bool):
                              keep_outputs=spec.video is None or not checkpoints)
   if spec.mode == 'scale_mix':
     return outputs[0][0]
-  if spec.video is not None and any(o is None for o in outputs):
+  if spec.video is not None and any(o is None for p, o in zip(plan.phases, outputs)
+                                    if p.kind == 'frame'):
     return None                                 # a CLI clip: written, not kept
   results = sorted(((c.index, image) for phase, out in zip(plan.phases, outputs)
                     if phase.kind in ('transfer', 'frame') for c, image in zip(phase.contents, out)),

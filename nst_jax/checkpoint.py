@@ -84,7 +84,8 @@ _ADDED_LATER = {'style_statistic': 'gram', 'network': 'original', 'average_decay
                 'frame_steps': config_lib.FRAME_STEPS, 'flow': 'dis_medium',
                 'frame_rate': 0.0, 'max_frames': 0,
                 'passes': 1, 'pass_steps': config_lib.PASS_STEPS,
-                'pass_blend': config_lib.PASS_BLEND, 'temporal_from_pass': 2}
+                'pass_blend': config_lib.PASS_BLEND, 'temporal_from_pass': 2,
+                'pass_order': 'red_black'}
 
 
 def fingerprint(config, plan_signature=None, fields=None) -> str:

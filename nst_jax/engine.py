@@ -104,7 +104,8 @@ def execute(plan: plan_lib.Plan, params, *, hooks: Sequence[Hook] = (),
   for i, phase in enumerate(plan.phases):
     for e in phase.reads:
       needed[e.phase] = i
-  needed[0] = len(plan.phases)                   # the scale mix's style (MIXED_STYLE)
+  if plan.phases[0].kind == 'scale_mix':
+    needed[0] = len(plan.phases)                 # its output is the later phases' style
   ends = np.cumsum([len(p.stages) for p in plan.phases]) - 1   # each phase's last stage
   unfinished = next((i for i, e in enumerate(ends)
                      if resume is None or not resume.skip_stage(int(e))), len(ends))
@@ -112,7 +113,10 @@ def execute(plan: plan_lib.Plan, params, *, hooks: Sequence[Hook] = (),
   # (on CPU: vgg.winograd_kernels; none elsewhere or with bf16 activations).
   reached = {l for p in plan.phases
              for l in (*p.loss.content_layer_weights, *p.loss.style_layer_weights)}
-  params = vgg.winograd_kernels(params, vgg.winograd_layers(
+  # Not with bands of rows over devices (h > 1): the tiles' strided slices
+  # over sharded rows were not measured there.
+  banded = any(p.mesh_shape[1] > 1 for p in plan.phases)
+  params = vgg.winograd_kernels(params, () if banded else vgg.winograd_layers(
       reached, activation_dtype=plan.spec.activation_dtype))
   try:
     return _phases(plan, params, hooks, resume, keep_outputs, needed, unfinished)
@@ -124,11 +128,15 @@ def _phases(plan, params, hooks, resume, keep_outputs, needed, unfinished):
   """:func:`execute`'s loop; ``needed``: phase -> the last phase reading its
   images; ``unfinished``: the first phase a resume has not finished."""
   spec = plan.spec
+  # A phase's images may go once no later phase reads them: with
+  # keep_outputs=False any phase's, else a multi-pass clip's earlier passes
+  # (never returned).
+  droppable = lambda k: not keep_outputs or plan.phases[k].kind == 'pass'
   outputs = []
   first = 0                                      # global index of the phase's stage 0
   for i, phase in enumerate(plan.phases):
     n = len(phase.stages)
-    if (resume is not None and i < unfinished and not keep_outputs
+    if (resume is not None and i < unfinished and droppable(i)
         and needed.get(i, i) < unfinished):      # finished, written, read by no one left
       for k in range(n):
         for h in hooks:
@@ -152,12 +160,11 @@ def _phases(plan, params, hooks, resume, keep_outputs, needed, unfinished):
     for h in hooks:
       h.phase_end(i, phase, outputs[-1])
     first += n
-    if not keep_outputs:
-      for k in range(i + 1):
-        if outputs[k] is not None and needed.get(k, k) <= i:
-          outputs[k] = None
-          if resume is not None:
-            resume.drop_phase_output(k)
+    for k in range(i + 1):
+      if droppable(k) and outputs[k] is not None and needed.get(k, k) <= i:
+        outputs[k] = None
+        if resume is not None:
+          resume.drop_phase_output(k)
   return outputs
 
 

@@ -188,7 +188,7 @@ def estimate(hw, *, batch: int, channels: int, layers, content_layers, tile: int
   update = UPDATE_VECTORS[0] if images == 1 else UPDATE_VECTORS[1]
   state = images * (_state_bytes(optimizer, lbfgs_memory, tuple(hw), channels, average)
                     + update * vector) / h_dev
-  winograd = vgg.winograd_layers(layers, activation_dtype=activation_dtype)
+  winograd = vgg.winograd_layers(layers, activation_dtype=activation_dtype) if cpu else ()
   weights = WEIGHTS_BYTES + vgg.winograd_kernel_bytes(winograd)
   parts = {'weights': weights, 'targets': int(targets), 'optimizer': int(state),
            'activations': int(activations)}
@@ -198,7 +198,7 @@ def estimate(hw, *, batch: int, channels: int, layers, content_layers, tile: int
     parts['host'] = int(CPU_RUNTIME_BYTES + (WINOGRAD_COMPILE_BYTES if winograd else 0)
                         + HOST_IMAGE_COPIES * batch * pixels * 3 * 4
                         + source_pixels * 3 * 4
-                        + TEMPORAL_HOST_CHANNELS * temporal * pixels * 4)
+                        + TEMPORAL_HOST_CHANNELS * temporal * batch * pixels * 4)
   inputs = dict(batch=batch, channels=channels, layers=layers, content_layers=content_layers,
                 optimizer=optimizer, average=average, activation_dtype=activation_dtype,
                 regions=regions, temporal=temporal,
@@ -244,8 +244,10 @@ def plan_stage(hw, *, tile, limit: int, limit_source: str = '', name: str = 'sta
   if tile == 0:
     if untiled.total <= limit:
       return untiled
-    tiled = _first_fit(hw, limit, lbfgs_memory, kw)
-    hint = (f'--config.tile=auto (tiled: {tiled.total / GB:.1f} GB)' if tiled
+    tiled = _auto_fit(hw, limit, lbfgs_memory, kw)
+    shorter = (f', L-BFGS m={tiled.lbfgs_memory}' if tiled and tiled.lbfgs_memory <
+               lbfgs_memory else '')
+    hint = (f'--config.tile=auto (tiled: {tiled.total / GB:.1f} GB{shorter})' if tiled
             else '--config.tile=auto')
     raise NSTError(f'{where} needs an estimated {untiled.total / GB:.1f} GB untiled, more '
                    f'than the {limit / GB:.1f} GB limit ({limit_source}); use {hint}, or '
@@ -262,22 +264,37 @@ def plan_stage(hw, *, tile, limit: int, limit_source: str = '', name: str = 'sta
                      f'{tile}, more than the {limit / GB:.1f} GB limit ({limit_source}); '
                      f'use --config.tile=auto or a smaller tile, or set {fixes}')
     return fixed
+  fit = _auto_fit(hw, limit, lbfgs_memory, kw)
+  if fit is not None:
+    if fit.lbfgs_memory < lbfgs_memory:
+      log.warning('%s: L-BFGS history shortened from %d to %d to fit %.1f GB (%s)',
+                  where, lbfgs_memory, fit.lbfgs_memory, limit / GB, limit_source)
+    return fit
+  histories = _histories(lbfgs_memory, kw)
   lbfgs = kw.get('optimizer', 'lbfgs') == 'lbfgs'
-  histories = (range(lbfgs_memory, min(lbfgs_memory, MIN_LBFGS_MEMORY) - 1, -1) if lbfgs
-               else [lbfgs_memory])
-  for m in histories:
-    fit = _first_fit(hw, limit, m, kw)
-    if fit is not None:
-      if m < lbfgs_memory:
-        log.warning('%s: L-BFGS history shortened from %d to %d to fit %.1f GB (%s)',
-                    where, lbfgs_memory, m, limit / GB, limit_source)
-      return fit
   smallest = estimate(hw, tile=_tile_candidates(hw, kw['layers'])[-1],
                       lbfgs_memory=histories[-1], **kw)
   history = f' and L-BFGS history {smallest.lbfgs_memory}' if lbfgs else ''
   raise NSTError(f'{where} needs an estimated {smallest.total / GB:.1f} GB even with the '
                  f'smallest tile{history}, more than the {limit / GB:.1f} GB limit '
                  f'({limit_source}); set {fixes}, or a smaller size')
+
+
+def _histories(lbfgs_memory: int, kw) -> list[int]:
+  """L-BFGS histories to try, longest first (down to MIN_LBFGS_MEMORY)."""
+  if kw.get('optimizer', 'lbfgs') != 'lbfgs':
+    return [lbfgs_memory]
+  return list(range(lbfgs_memory, min(lbfgs_memory, MIN_LBFGS_MEMORY) - 1, -1))
+
+
+def _auto_fit(hw, limit, lbfgs_memory, kw) -> StageMemory | None:
+  """``tile='auto'``'s choice: the largest tile that fits with the longest
+  history that lets one fit; None if nothing does."""
+  for m in _histories(lbfgs_memory, kw):
+    fit = _first_fit(hw, limit, m, kw)
+    if fit is not None:
+      return fit
+  return None
 
 
 def _first_fit(hw, limit, lbfgs_memory, kw) -> StageMemory | None:

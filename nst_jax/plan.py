@@ -18,11 +18,12 @@ coarse-to-fine *stages* with one objective:
   With ``passes`` > 1 the clip is Ruder et al.'s multi-pass algorithm
   instead: pass 1 stylises every frame as a still (the frames on the batch
   axis, ``batch_size`` of them per phase, sharded over the mesh's ``b``
-  devices); each later pass starts every frame from its own previous-pass
-  result blended with its neighbour's warped along the flow, the neighbour
-  alternating between t−1 and t+1 from pass to pass, and adds the temporal
-  loss against that neighbour (``Phase.sweep``). The passes before the last
-  are kind ``pass``; the last pass's phases are the clip's ``frame`` phases.
+  devices); each later pass starts every frame from its newest result
+  blended with both neighbours' (t − 1, t + 1) warped along the flow and
+  adds the temporal loss against them (``Phase.sweep``), visiting the frames
+  in ``pass_order``'s batches (default: the even frames, then the odd). The
+  passes before the last are kind ``pass``; the last pass's phases are the
+  clip's ``frame`` phases.
 
 :func:`make_plan` decides everything that can be decided before an image is
 decoded: phases, stage sizes (rounded for the device mesh), steps, names, and
@@ -80,15 +81,17 @@ class Earlier:
 
 @dataclasses.dataclass(frozen=True)
 class Sweep:
-  """What a multi-pass phase reads of the previous pass (Ruder et al. 2016,
-  sec. 3.3): per frame, its own previous-pass result and that of its
-  neighbour in this pass's direction (None at the clip's end)."""
+  """What a multi-pass phase reads (Ruder et al. 2016, sec. 3.3): per frame,
+  its own newest result and its neighbours' (frames t − 1, t + 1; one at
+  the clip's ends) — this pass's where their batch already ran, else the
+  previous pass's."""
   number: int                      # the pass, 2 .. passes
-  direction: int                   # +1: the neighbour is frame t−1; −1: frame t+1
+  direction: int                   # +1 forward, −1 backward (the paper's
+  #                                  alternation: the order of 'sequential')
   own: tuple                       # Earlier per image (distance 0)
   neighbour: tuple                 # per image, the Earliers of frames t − 1, t + 1
   blend: float                     # δ of the start's blend
-  temporal: bool                   # the temporal loss against the neighbour
+  temporal: bool                   # the temporal loss against the neighbours
 
 
 @dataclasses.dataclass(frozen=True)

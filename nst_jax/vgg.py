@@ -165,10 +165,10 @@ WINOGRAD_TILES = {'winograd2': 2, 'winograd4': 4}
 # input gradient); at 64-128 it is slower (its transforms move more bytes
 # than the multiplies save). Measured per layer shape: WORKSPACE.md "Winograd".
 WINOGRAD_MIN_CHANNELS = 256
-# ... and grids of at least 32 x 32: a Winograd layer costs ~1 s more to
-# compile (its transforms are ~100 fused loops), which the 18 ms it saves
-# per evaluation at 32² (512 channels) repays within ~60 evaluations;
-# smaller grids (and the suite's small test images) keep XLA's conv.
+# ... and grids of at least 32 x 32: the Winograd layers cost ~0.3 s more
+# each to compile (a stage 4 s instead of 1.6 at 256², measured), which the
+# 18-20 ms a 512-channel layer saves per evaluation at 32² repays within ~20
+# evaluations; smaller grids (and the suite's small test images) keep XLA's.
 WINOGRAD_MIN_POSITIONS = 32 * 32
 
 

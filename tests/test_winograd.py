@@ -49,15 +49,22 @@ def test_conv_equals_lax_conv_at_any_size(m, shape, rng):
   assert float(jnp.abs(got - ref).max() / jnp.abs(ref).max()) < BOUND[m]
 
 
-@pytest.mark.parametrize('algorithm', ['winograd2', 'winograd4'])
+@pytest.mark.parametrize('algorithm', ['winograd2', 'winograd4', 'prepared'])
 def test_vjp_of_conv3x3_equals_lax_conv(algorithm, rng):
   # The custom VJP runs the input gradient as the same algorithm's conv with
-  # the flipped, transposed kernel: both cotangents equal XLA autodiff's.
-  x = jnp.asarray(rng.standard_normal((1, 11, 14, 16)), jnp.float32)
+  # the flipped, transposed kernel (prepared: the engine's u_t from
+  # winograd_kernels, 'auto' on a 32 x 32 grid): both cotangents equal XLA
+  # autodiff's.
+  x = jnp.asarray(rng.standard_normal((1, 33, 32, 16)), jnp.float32)
   w = jnp.asarray(rng.standard_normal((3, 3, 16, 8)), jnp.float32)
   b = jnp.asarray(rng.standard_normal(8), jnp.float32)
-  dy = jnp.asarray(rng.standard_normal((1, 11, 14, 8)), jnp.float32)
-  _, vjp = jax.vjp(lambda x, w: vgg.conv3x3(x, w, b, algorithm=algorithm), x, w)
+  dy = jnp.asarray(rng.standard_normal((1, 33, 32, 8)), jnp.float32)
+  p = vgg.winograd_kernels({'c': {'w': w, 'b': b}}, ['c'])['c']
+  conv = ((lambda x, w: vgg.conv3x3(x, w, b, None, 'auto', p['u'], p['u_t']))
+          if algorithm == 'prepared' else
+          (lambda x, w: vgg.conv3x3(x, w, b, algorithm=algorithm)))
+  assert vgg.conv_algorithm(16, jnp.float32, 'auto', True, 33 * 32) == 'winograd4'
+  _, vjp = jax.vjp(conv, x, w)
   _, vjp_ref = jax.vjp(lambda x, w: _reference(x, w) + b, x, w)
   for got, want in zip(vjp(dy), vjp_ref(dy)):
     assert float(jnp.abs(got - want).max() / jnp.abs(want).max()) < BOUND[4]
@@ -131,3 +138,22 @@ def test_memory_plan_counts_the_transformed_kernels():
   if jax.default_backend() == 'cpu':
     assert kernels == 2 * 36 * 4 * (128 * 256 + 3 * 256 * 256 + 256 * 512 + 4 * 512 * 512)
     assert deep.parts['host'] - bf16.parts['host'] == memory.WINOGRAD_COMPILE_BYTES
+
+
+def test_engine_prepares_the_kernels_of_the_layers_the_loss_reaches(monkeypatch, vgg_params):
+  # A real run through the engine on CPU: winograd_kernels is called once
+  # with conv3_1 ... conv4_2 (the default loss reaches relu5_1 and relu4_2:
+  # up to conv5_1), and the chunk's loss sees the prepared params.
+  import nst_jax
+  calls = []
+  original = vgg.winograd_kernels
+  monkeypatch.setattr(vgg, 'winograd_kernels',
+                      lambda params, layers=None: calls.append(tuple(layers)) or
+                      original(params, layers))
+  out = nst_jax.stylize(nst_jax.config.asset('chelsea.png'),
+                        nst_jax.config.asset('starry_night.jpg'), params=vgg_params,
+                        sizes=(64,), steps=(1,), quiet=True)
+  assert out.shape[1] == 64
+  want = (('conv3_1', 'conv3_2', 'conv3_3', 'conv3_4', 'conv4_1', 'conv4_2', 'conv4_3',
+           'conv4_4', 'conv5_1'),) if jax.default_backend() == 'cpu' else ((),)
+  assert calls == list(want)
