@@ -160,8 +160,10 @@ def _phases(plan, params, hooks, resume, keep_outputs, needed, unfinished):
     for h in hooks:
       h.phase_end(i, phase, outputs[-1])
     first += n
+    # Only once the phase reading it is one phase back: until a later phase
+    # saves a checkpoint, a resume re-enters the reader's last stage.
     for k in range(i + 1):
-      if droppable(k) and outputs[k] is not None and needed.get(k, k) <= i:
+      if droppable(k) and outputs[k] is not None and needed.get(k, k) < i:
         outputs[k] = None
         if resume is not None:
           resume.drop_phase_output(k)
