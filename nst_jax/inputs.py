@@ -196,13 +196,19 @@ def _sweep_targets(phase: Phase, contents, outputs, max_pixels: int):
   as_seen = _as_seen(phase)
   result = lambda e: np.asarray(image_io.resize(np.asarray(outputs[e.phase][e.position]),
                                                 hw), np.float32)
+  # The neighbours' content frames, each decoded once and in frame order (a
+  # video file decodes forward; red-black neighbours are never in the batch).
+  mine = {c.index: x for c, x in zip(phase.contents, contents)}
+  wanted = {e.source.index: e.source for near in s.neighbour for e in near}
+  frames = {i: mine[i] if i in mine else load(src, max_pixels)
+            for i, src in sorted(wanted.items())}
   starts, temporal = [], []
   for content, own, near in zip(contents, s.own, s.neighbour):
     x = result(own)
     here = np.asarray(image_io.resize(content, hw))
     omegas, cs = [], []
     for e in near:
-      before = np.asarray(image_io.resize(load(e.source, max_pixels), hw))
+      before = np.asarray(image_io.resize(frames[e.source.index], hw))
       omega, _, c = _warped(here, before, result(e), phase.flow)
       omegas.append(omega)
       cs.append(c)
