@@ -176,7 +176,7 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
   """The coarse-to-fine stages of one phase; returns its images ``[B, H, W, 3]``."""
   weights = inputs.loss_weights(phase.loss)
   chunk = math.gcd(spec.log_every, spec.save_every) if spec.save_every else spec.log_every
-  mesh = sharding.make_mesh(spec.devices, phase.batch)
+  mesh = sharding.make_mesh(spec.devices, phase.batch, phase.mesh_shape)
   shared = sharding.replicate((params, weights), mesh)
   image = previous = None                        # the last stage's output and state
   for k, stage in enumerate(phase.stages):

@@ -54,6 +54,7 @@ from nst_jax import image_io
 from nst_jax import memory
 from nst_jax import poster as poster_lib
 from nst_jax import sharding
+from nst_jax import vgg
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +229,23 @@ def stage_sizes(spec, hw, row_multiple: int = 1) -> list[StagePlan]:
   return out
 
 
+def _banded_stages(spec, hw, meshes: dict, loss) -> tuple[dict, tuple]:
+  """The stages of images of size ``hw`` for phases on ``meshes`` ({batch:
+  (b, h)}): rows rounded to every mesh's bands, or no bands (h = 1) if a
+  stage would be too short for them (``sharding.MIN_BAND_FEATURE_ROWS``)."""
+  rows = math.lcm(*(h for _, h in meshes.values()))
+  stages = tuple(stage_sizes(spec, hw, rows))
+  layers = (*loss.content_layer_weights, *loss.style_layer_weights)
+  stride = max(vgg.layer_stride(l) for l in layers)
+  if rows > 1 and not sharding.bands_fit([s.hw[0] for s in stages], stride):
+    logging.info('images %dx%d px: stages too short for bands over %d devices '
+                 '(< %d rows at the deepest layer); each image on one device',
+                 hw[1], hw[0], rows, sharding.MIN_BAND_FEATURE_ROWS)
+    meshes = {k: (b, 1) for k, (b, _) in meshes.items()}
+    stages = tuple(stage_sizes(spec, hw, 1))
+  return meshes, stages
+
+
 def _scale_mix_phase(spec, max_pixels) -> Phase:
   mix = spec.scale_mix
   coarse = _source(mix.coarse, 'scale_coarse_style', MIXED_STYLE, max_pixels)
@@ -239,6 +257,9 @@ def _scale_mix_phase(spec, max_pixels) -> Phase:
       tv_weight=0.0, statistic='gram', global_style_weight=1.0, style_statistic='gram')
   b, h = sharding.mesh_shape(spec.devices, 1)
   hw = image_io.fit_long_side(coarse.hw, mix.size)
+  if h > 1 and not sharding.bands_fit(
+      [_band_rows(hw[0], h)], max(vgg.layer_stride(l) for l in mix.layers)):
+    h = 1
   hw = (_band_rows(hw[0], h), hw[1])
   return Phase('scale_mix', (coarse,), (fine,), loss, None,
                (StagePlan(hw, mix.steps, mix.size),), 'content',
@@ -308,11 +329,13 @@ def _phases(spec) -> list[Phase]:
   for members in groups.values():
     for start in range(0, len(members), size):
       batch = tuple(members[start:start + size])
-      b, h = sharding.mesh_shape(spec.devices, len(batch))
+      meshes, stages = _banded_stages(
+          spec, batch[0].hw, {len(batch): sharding.mesh_shape(spec.devices, len(batch))},
+          spec.loss)
       phases.append(Phase(
           'transfer', batch, tuple(styles), spec.loss, spec.guidance,
-          tuple(stage_sizes(spec, batch[0].hw, h)), spec.init, spec.color_control,
-          spec.histogram_mode, (b, h)))
+          stages, spec.init, spec.color_control,
+          spec.histogram_mode, meshes[len(batch)]))
   return phases
 
 
@@ -320,8 +343,9 @@ def _frame_phases(spec, frames, styles, first: int) -> list[Phase]:
   """A clip's phases: frame 0 as a still, each later one a final-size stage
   from the warped previous result with the temporal loss (module docstring)."""
   v = spec.video
-  b, h = sharding.mesh_shape(spec.devices, 1)
-  stages = tuple(stage_sizes(spec, frames[0].hw, h))
+  meshes, stages = _banded_stages(spec, frames[0].hw, {1: sharding.mesh_shape(spec.devices, 1)},
+                                  spec.loss)
+  b, h = meshes[1]
   later = (dataclasses.replace(stages[-1], steps=v.frame_steps),)
   # The warped init needs frame t-1 whatever the loss uses; the temporal term
   # (if temporal_weight > 0) takes the distances in temporal_frames.
@@ -355,8 +379,8 @@ def _pass_phases(spec, frames, styles, first: int) -> list[Phase]:
   batches = [b for ks in order for b in cut(ks)]
   meshes = {len(b): sharding.mesh_shape(spec.devices, len(b))
             for b in batches + cut(list(range(n)))}
-  rows = math.lcm(*(h for _, h in meshes.values()))   # one frame size for every batch
-  stages = tuple(stage_sizes(spec, frames[0].hw, rows))
+  # one frame size for every batch
+  meshes, stages = _banded_stages(spec, frames[0].hw, meshes, spec.loss)
   later = (dataclasses.replace(stages[-1], steps=v.pass_steps),)
   latest = {}                                  # frame -> Earlier of its newest result
   phases = []

@@ -67,9 +67,26 @@ def mesh_shape(num_devices: int, batch: int) -> tuple[int, int]:
   return b, n // b
 
 
-def make_mesh(num_devices: int, batch: int = 1) -> Mesh | None:
-  """The ``('b', 'h')`` mesh for a batch of ``batch`` images; None for one device."""
-  b, h = mesh_shape(num_devices, batch)
+# Bands need feature maps of at least this many rows at the deepest layer:
+# inside a loop (the L-BFGS chunk's scan, the line search's while) XLA's SPMD
+# partitioner computed wrong values for relu5_1 maps of 1-2 rows in bands —
+# a 32-row image on 4 or 8 simulated CPU devices gave a loss 10-100x the
+# single device's (16 rows on 4 devices too), while the same function outside
+# a loop was exact, and every case with >= 4 rows was exact (2, 4, 8 devices,
+# 16-128 rows, jaxlib 0.10.2). The plan bands no stage shorter than that.
+MIN_BAND_FEATURE_ROWS = 4
+
+
+def bands_fit(heights, stride: int) -> bool:
+  """Whether images of these heights can be split into bands (see above)."""
+  return all(h // stride >= MIN_BAND_FEATURE_ROWS for h in heights)
+
+
+def make_mesh(num_devices: int, batch: int = 1, shape: tuple[int, int] | None = None
+              ) -> Mesh | None:
+  """The ``('b', 'h')`` mesh for a batch of ``batch`` images (or of ``shape``,
+  the plan's); None for one device."""
+  b, h = shape or mesh_shape(num_devices, batch)
   if b * h <= 1:
     return None
   return Mesh(np.asarray(jax.devices()[:b * h]).reshape(b, h), ('b', 'h'))

@@ -115,7 +115,7 @@ def case_sharding(tmp):
   res = json.loads(r.stdout.strip().splitlines()[-1])
   out = np.load(os.path.join(tmp, 'outputs.npz'))
   pairs = {k: (out[k + '_multi'], out[k + '_single'])
-           for k in ('run', 'batch', 'tiled_run', 'clip')}
+           for k in ('run', 'tiled_run', 'clip')}
   return pairs, {k: res[k] for k in ('loss_rel', 'grad_rel', 'tiled_loss_rel', 'tiled_grad_rel')}
 
 
