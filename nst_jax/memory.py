@@ -25,10 +25,13 @@ per device from its size, batch, layers and options:
 :func:`plan_stage` compares the total with the limit (``memory_limit_gb``, or
 the accelerator's allocator limit, or on CPU 40% of the available RAM; with
 several processes the smallest of theirs, so that all make the same plan)
-and picks the tile: none when the whole image fits, else the largest that
-fits; if even the smallest tile does not, it shortens the L-BFGS history
-(with a warning) or refuses the run with one line naming the estimate, the
-limit and the fixes — before anything is allocated.
+and picks the tile: none when the whole image fits; else, for each L-BFGS
+history from the one asked for down to 3, the largest tile that fits, and of
+those the one with the least estimated time (:func:`time_factor`: the
+windows' pixels, the measured tiled overhead, the measured extra steps of a
+shorter history; logged with the alternatives), a shorter history with a
+warning; if nothing fits, it refuses the run with one line naming the
+estimate, the limit and the fixes — before anything is allocated.
 
 Example:
   >>> m = plan_stage((4096, 4096), batch=1, channels=3, layers=LAYERS,
@@ -77,6 +80,15 @@ WINOGRAD_COMPILE_BYTES = int(0.6 * GB)
 UPDATE_VECTORS = (8, 16)
 IMAGE_BUFFER_BYTES = 48        # per pixel, whole-image buffers of a tiled evaluation
 MIN_LBFGS_MEMORY = 3
+# The time model of tile='auto' (relative to the stage untiled with the
+# history asked for): a tiled evaluation costs its windows' pixels over the
+# image's times TILED_TIME_FACTOR (the second forward pass, partly hidden;
+# fitted to tools/poster_benchmark.py ratio at 2048²: 1.23-1.28), and a
+# shorter L-BFGS history needs HISTORY_TIME_FACTOR[m] times the time of
+# m = 10 for the same loss (tools/poster_benchmark.py history; linear in
+# between, 1 from 10 up).
+TILED_TIME_FACTOR = 1.26
+HISTORY_TIME_FACTOR = {10: 1.0, 7: 1.07, 5: 1.10, 3: 1.16}
 
 
 class StageMemory(NamedTuple):
@@ -88,12 +100,15 @@ class StageMemory(NamedTuple):
   limit: int
   hw: tuple = ()               # the stage's size
   inputs: dict = {}            # the rest of estimate()'s arguments (for replan)
+  time: float = 1.0            # estimated time over the untiled stage's (time_factor)
+  why: str = ''                # tile='auto': the estimates it chose among
 
   def describe(self) -> str:
     parts = ', '.join(f'{k} {v / GB:.2f}' for k, v in self.parts.items() if v)
     tile = f'tile {self.tile}' if self.tile else 'untiled'
+    slower = f', est. {self.time:.1f}x the untiled time' if self.time > 1.0 else ''
     return (f'{self.total / GB:.2f} GB of {self.limit / GB:.1f} GB ({tile}, L-BFGS m='
-            f'{self.lbfgs_memory}; GB: {parts})')
+            f'{self.lbfgs_memory}{slower}; GB: {parts})')
 
 
 def device_limit(memory_limit_gb: float = 0.0) -> tuple[int, str]:
@@ -188,7 +203,9 @@ def estimate(hw, *, batch: int, channels: int, layers, content_layers, tile: int
   update = UPDATE_VECTORS[0] if images == 1 else UPDATE_VECTORS[1]
   state = images * (_state_bytes(optimizer, lbfgs_memory, tuple(hw), channels, average)
                     + update * vector) / h_dev
-  winograd = vgg.winograd_layers(layers, activation_dtype=activation_dtype) if cpu else ()
+  # (the engine prepares the Winograd kernels on CPU, not for images in bands)
+  winograd = vgg.winograd_layers(layers, activation_dtype=activation_dtype) \
+      if cpu and h_dev == 1 else ()
   weights = WEIGHTS_BYTES + vgg.winograd_kernel_bytes(winograd)
   parts = {'weights': weights, 'targets': int(targets), 'optimizer': int(state),
            'activations': int(activations)}
@@ -205,6 +222,33 @@ def estimate(hw, *, batch: int, channels: int, layers, content_layers, tile: int
                 mesh_shape=mesh_shape, source_pixels=source_pixels, cpu=cpu, limit=limit)
   return StageMemory(int(sum(parts.values())), parts, tile if t is not None else 0,
                      lbfgs_memory, limit, tuple(hw), inputs)
+
+
+def history_time_factor(m: int) -> float:
+  """Time an L-BFGS history of ``m`` needs for m = 10's loss, relative to it."""
+  known = sorted(HISTORY_TIME_FACTOR)
+  if m >= known[-1]:
+    return 1.0
+  if m <= known[0]:
+    return HISTORY_TIME_FACTOR[known[0]]
+  hi = next(k for k in known if k >= m)
+  lo = max(k for k in known if k <= m)
+  if hi == lo:
+    return HISTORY_TIME_FACTOR[hi]
+  a = (m - lo) / (hi - lo)
+  return (1 - a) * HISTORY_TIME_FACTOR[lo] + a * HISTORY_TIME_FACTOR[hi]
+
+
+def time_factor(hw, tile: int, lbfgs_memory: int, requested: int, layers,
+                optimizer: str = 'lbfgs') -> float:
+  """A stage's estimated time with ``tile`` (0: untiled) and ``lbfgs_memory``
+  over its time untiled with the ``requested`` history (the model above)."""
+  t = tiling.make_tiling(hw, tile, layers) if tile else None
+  tiled = 1.0 if t is None else (
+      t.count * t.window_pixels / (hw[0] * hw[1]) * TILED_TIME_FACTOR)
+  if optimizer != 'lbfgs':
+    return tiled
+  return tiled * history_time_factor(lbfgs_memory) / history_time_factor(requested)
 
 
 def replan(m: StageMemory, tile: int, lbfgs_memory: int) -> StageMemory:
@@ -266,9 +310,14 @@ def plan_stage(hw, *, tile, limit: int, limit_source: str = '', name: str = 'sta
     return fixed
   fit = _auto_fit(hw, limit, lbfgs_memory, kw)
   if fit is not None:
+    if fit.why:
+      log.info('%s: tile %d, L-BFGS m=%d, the least estimated time (%s)', where, fit.tile,
+               fit.lbfgs_memory, fit.why)
     if fit.lbfgs_memory < lbfgs_memory:
-      log.warning('%s: L-BFGS history shortened from %d to %d to fit %.1f GB (%s)',
-                  where, lbfgs_memory, fit.lbfgs_memory, limit / GB, limit_source)
+      log.warning('%s: L-BFGS history shortened from %d to %d (%s; %.1f GB, %s)',
+                  where, lbfgs_memory, fit.lbfgs_memory,
+                  'faster by the estimate' if _first_fit(hw, limit, lbfgs_memory, kw)
+                  else 'to fit', limit / GB, limit_source)
     return fit
   histories = _histories(lbfgs_memory, kw)
   lbfgs = kw.get('optimizer', 'lbfgs') == 'lbfgs'
@@ -288,13 +337,19 @@ def _histories(lbfgs_memory: int, kw) -> list[int]:
 
 
 def _auto_fit(hw, limit, lbfgs_memory, kw) -> StageMemory | None:
-  """``tile='auto'``'s choice: the largest tile that fits with the longest
-  history that lets one fit; None if nothing does."""
-  for m in _histories(lbfgs_memory, kw):
-    fit = _first_fit(hw, limit, m, kw)
-    if fit is not None:
-      return fit
-  return None
+  """``tile='auto'``'s choice when the stage does not fit untiled: for each
+  history (longest first) the largest tile that fits, then the one with the
+  least estimated time (:func:`time_factor`); None if nothing fits."""
+  fits = [f for f in (_first_fit(hw, limit, m, kw) for m in _histories(lbfgs_memory, kw))
+          if f is not None]
+  if not fits:
+    return None
+  timed = [f._replace(time=time_factor(hw, f.tile, f.lbfgs_memory, lbfgs_memory,
+                                       kw['layers'], kw.get('optimizer', 'lbfgs')))
+           for f in fits]
+  best = min(timed, key=lambda f: f.time)
+  why = ', '.join(f'tile {f.tile} m={f.lbfgs_memory} {f.time:.2f}x' for f in timed)
+  return best._replace(why=f'est. time over untiled: {why}' if len(timed) > 1 else '')
 
 
 def _first_fit(hw, limit, lbfgs_memory, kw) -> StageMemory | None:

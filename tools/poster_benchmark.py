@@ -13,7 +13,20 @@ r"""Posters in bounded memory: measurements behind the memory plan and tiling.
   # The plan's estimates for print sizes (memory, CPU time) on a CPU with
   # --cpu-gb of available RAM and on a device with --device-gb of memory:
   python tools/poster_benchmark.py table --cpu-gb 23 --device-gb 80 \\
-      --s-per-mp 9.8 --evals-per-step 1.2 --tiled-factor 1.26
+      --s-per-mp 9.8 --evals-per-step 1.2
+
+  # Judged distances against steps: a real CLI run of configs/poster.py
+  # (or any --config / overrides after --), its intermediates every --every
+  # steps at the top stages judged (tools/judge.py) with the wall time each
+  # was reached at (the loss log's elapsed_s):
+  python tools/poster_benchmark.py steps --workdir /tmp/a4 --every 25 -- \
+      --config.poster=A4 --config.dpi=150
+
+  # How many more steps a shorter L-BFGS history (or Adam) needs for the
+  # same loss: one stage of --size px, --steps steps each, the loss per step
+  # from the log; steps to reach the reference's loss at a few checkpoints:
+  python tools/poster_benchmark.py history --size 256 --steps 120 \
+      --histories 10 7 5 3 --adam
 
 Every mode prints a JSON line per measurement (and the table mode a
 Markdown table); WORKSPACE.md has the numbers measured on the project's
@@ -171,12 +184,13 @@ def table(args):
   The time is an estimate: per stage of the poster schedule, steps ×
   ``--evals-per-step`` × megapixels × ``--s-per-mp`` (one untiled
   loss+gradient evaluation per megapixel, measured with the ``ratio`` mode),
-  and where the plan tiles × ``--tiled-factor`` × the windows' pixels over
-  the image's (the halo's recomputation; the factor, ~4/3 for the second
-  forward pass, is fitted to the ``ratio`` measurements: 1.23-1.28 at 2048²).
+  times the plan's own time model where it tiles or shortens the history
+  (``memory.time_factor``: the windows' pixels over the image's ×
+  ``memory.TILED_TIME_FACTOR``, fitted to the ``ratio`` measurements, ×
+  the history's measured factor).
   """
   import math
-  from nst_jax import memory, poster, tiling
+  from nst_jax import memory, poster
   from nst_jax.objective import PAPER_STYLE_LAYERS
   layers = ('relu4_2',) + PAPER_STYLE_LAYERS
   if args.cpu_gb:
@@ -210,10 +224,7 @@ def table(args):
         hw = (round(long_side * h / max(h, w)), long_side)
         cpu_plan, gpu_plan = plan(hw, cpu_limit, True), plan(hw, gpu_limit, False)
         mp = hw[0] * hw[1] / 1e6
-        over = 1.0
-        if cpu_plan is not None and cpu_plan.tile:
-          t = tiling.make_tiling(hw, cpu_plan.tile, layers)
-          over = args.tiled_factor * t.count * t.window_pixels / (hw[0] * hw[1])
+        over = cpu_plan.time if cpu_plan is not None else 1.0   # the plan's time model
         seconds += steps * args.evals_per_step * mp * args.s_per_mp * over
       hours = seconds / 3600
       when = (f'{hours:.1f} h' if hours >= 1 else f'{math.ceil(seconds / 60)} min') \
@@ -226,12 +237,107 @@ def table(args):
   print('\n'.join(lines))
   print(f'\ncpu limit: {cpu_limit / 2**30:.1f} GB ({source}); gpu: {gpu_limit / 2**30:.1f} GB '
         f'(95% of {args.device_gb:g} GB); {args.s_per_mp} s per evaluation per MP, '
-        f'{args.evals_per_step} evaluations per step, tiled factor {args.tiled_factor}')
+        f'{args.evals_per_step} evaluations per step, tiled factor '
+        f'{memory.TILED_TIME_FACTOR}, histories {memory.HISTORY_TIME_FACTOR}')
+
+
+def steps(args):
+  """A CLI run, its top stages' intermediates judged against steps and time."""
+  import judge as judge_lib
+  from nst_jax import config as cl
+  work = args.workdir or tempfile.mkdtemp(prefix='poster_steps_')
+  cmd = [sys.executable, '-m', 'nst_jax', f'--config={args.config}', f'--workdir={work}',
+         f'--config.save_every={args.every}', f'--config.log_every={args.every}',
+         '--config.checkpoint_every=0', '--quiet', *args.overrides]
+  t = time.time()
+  r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+  wall = time.time() - t
+  if r.returncode:
+    sys.exit(r.stderr[-3000:])
+  records = [json.loads(l) for l in open(os.path.join(work, 'losses.jsonl'))]
+  elapsed = {(r['stage'], r['step']): r['elapsed_s'] for r in records if 'elapsed_s' in r}
+  starts = [r for r in records if r.get('event') == 'stage_start']
+  stages = sorted({r['stage'] for r in starts})
+  config = json.load(open(os.path.join(work, 'config.json')))
+  content = config.get('content') or cl.asset('chelsea.png')
+  style = (config.get('styles') or [cl.asset('starry_night.jpg')])[0]
+  images = []
+  for k in stages[-args.top:]:
+    pat = re.compile(rf'stage{k + 1}_step(\d+)\.png$')
+    for name in sorted(os.listdir(os.path.join(work, 'intermediates'))):
+      m = pat.search(name)
+      if m:
+        images.append((k, int(m.group(1)), os.path.join(work, 'intermediates', name)))
+  judged = judge_lib.judge_files([p for *_, p in images], content, style)
+  for (k, step, path), j in zip(images, judged):
+    print(json.dumps({'stage': k + 1, 'step': step, 'elapsed_s': elapsed.get((k, step)),
+                      'content': j['content'], 'style_gram': j['style_gram'],
+                      'style_w2': j['style_w2'], 'size': j['size'], 'image': path}),
+          flush=True)
+  print(json.dumps({'wall_s': round(wall, 1), 'command': ' '.join(cmd[2:]),
+                    'stage_starts': starts}), flush=True)
+
+
+def _loss_curve(work, *flags):
+  cmd = [sys.executable, '-m', 'nst_jax', '--config=configs/default.py', f'--workdir={work}',
+         '--config.checkpoint_every=0', '--quiet', *flags]
+  t = time.time()
+  r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+  if r.returncode:
+    sys.exit(r.stderr[-3000:])
+  records = [json.loads(l) for l in open(os.path.join(work, 'losses.jsonl'))]
+  loss = [r['loss'] for r in records if 'loss' in r]
+  evals = sum(r.get('evaluations', 1) for r in records if 'loss' in r)
+  compile_s = sum(r.get('compile_s', 0) for r in records if r.get('event') == 'stage_start')
+  return loss, evals, time.time() - t - compile_s
+
+
+def _steps_to(curve, value):
+  """The first step (1-based) whose loss is at most ``value``; None if never."""
+  return next((k + 1 for k, v in enumerate(curve) if v <= value), None)
+
+
+def history(args):
+  """Steps (and evaluations) each history needs for the longest one's loss."""
+  runs = {f'lbfgs m={m}': ('--config.optimizer=lbfgs', f'--config.lbfgs_memory={m}')
+          for m in args.histories}
+  if args.adam:
+    runs['adam'] = ('--config.optimizer=adam',)
+  curves = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for k, (name, flags) in enumerate(runs.items()):
+      n = args.steps * (1 if k == 0 else 2)     # the others: long enough to catch up
+      curves[name] = _loss_curve(os.path.join(tmp, name.replace(' ', '_')),
+                                 f'--config.sizes={args.size}', f'--config.steps={n}',
+                                 f'--config.log_every={n}', *flags)
+  ref_name = next(iter(runs))
+  ref = curves[ref_name][0]
+  ref_s_per_step = curves[ref_name][2] / len(ref)
+  marks = [args.steps * k // 4 for k in (1, 2, 3, 4)]
+  for name, (curve, evals, wall) in curves.items():
+    reach = {n: _steps_to(curve, ref[n - 1]) for n in marks}
+    factor = [reach[n] / n for n in marks if reach[n]]
+    print(json.dumps({'run': name, 'size': args.size, 'steps': len(curve),
+                      'loss_at_reference_steps': curve[len(ref) - 1], 'final_loss': curve[-1],
+                      'evaluations_per_step': round(evals / len(curve), 3),
+                      's_per_step': round(wall / len(curve), 3),
+                      f'steps_to_{ref_name}': reach,
+                      'step_factor': round(max(factor), 3) if len(factor) == len(marks)
+                      else None,
+                      'time_factor': round(max(factor) * wall / len(curve) / ref_s_per_step, 3)
+                      if len(factor) == len(marks) else None}), flush=True)
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument('mode', choices=('rss', 'ratio', 'analysis', 'table'))
+  p.add_argument('mode', choices=('rss', 'ratio', 'analysis', 'table', 'steps', 'history'))
+  p.add_argument('--steps', type=int, default=120, help='history: steps per run')
+  p.add_argument('--histories', type=int, nargs='*', default=[10, 7, 5, 3])
+  p.add_argument('--adam', action='store_true', help='history: also Adam')
+  p.add_argument('--config', default='configs/poster.py', help='steps: the config')
+  p.add_argument('--workdir', default='', help='steps: the run\'s workdir (default: a temp dir)')
+  p.add_argument('--every', type=int, default=25, help='steps: judge every N steps')
+  p.add_argument('--top', type=int, default=2, help='steps: judge the last N stages')
   p.add_argument('--size', type=int, default=2048)
   p.add_argument('--tile', default='auto')
   p.add_argument('--tiles', type=int, nargs='*', default=[512, 768, 1024])
@@ -245,11 +351,14 @@ def main():
   p.add_argument('--s-per-mp', type=float, default=9.8,
                  help='table: seconds per untiled evaluation per megapixel (CPU)')
   p.add_argument('--evals-per-step', type=float, default=1.2)
-  p.add_argument('--tiled-factor', type=float, default=1.26)
-  args = p.parse_args()
+  args, overrides = p.parse_known_args()
+  args.overrides = [a for a in overrides if a != '--']    # steps: --config.x=y flags
+  if args.overrides and args.mode != 'steps':
+    p.error(f'unrecognized arguments: {" ".join(args.overrides)}')
   if args.mode == 'analysis':
     args.tile = int(args.tile)
-  {'rss': rss, 'ratio': ratio, 'analysis': analysis, 'table': table}[args.mode](args)
+  {'rss': rss, 'ratio': ratio, 'analysis': analysis, 'table': table,
+   'steps': steps, 'history': history}[args.mode](args)
 
 
 if __name__ == '__main__':
