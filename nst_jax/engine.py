@@ -115,7 +115,7 @@ def execute(plan: plan_lib.Plan, params, *, hooks: Sequence[Hook] = (),
              for l in (*p.loss.content_layer_weights, *p.loss.style_layer_weights)}
   # Not with bands of rows over devices (h > 1): the tiles' strided slices
   # over sharded rows were not measured there.
-  banded = any(p.mesh_shape[1] > 1 for p in plan.phases)
+  banded = any(plan_lib.stage_mesh(p, s)[1] > 1 for p in plan.phases for s in p.stages)
   params = vgg.winograd_kernels(params, () if banded else vgg.winograd_layers(
       reached, activation_dtype=plan.spec.activation_dtype))
   try:
@@ -176,8 +176,7 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
   """The coarse-to-fine stages of one phase; returns its images ``[B, H, W, 3]``."""
   weights = inputs.loss_weights(phase.loss)
   chunk = math.gcd(spec.log_every, spec.save_every) if spec.save_every else spec.log_every
-  mesh = sharding.make_mesh(spec.devices, phase.batch, phase.mesh_shape)
-  shared = sharding.replicate((params, weights), mesh)
+  replicated = {}                                # (b, h) -> (params, weights) there
   image = previous = None                        # the last stage's output and state
   for k, stage in enumerate(phase.stages):
     g = first_stage + k
@@ -185,6 +184,11 @@ def run_phase(spec, phase: plan_lib.Phase, prepared: inputs.Prepared, params,
       for h in hooks:
         h.stage_skipped(g)
       continue
+    shape = plan_lib.stage_mesh(phase, stage)    # the phase's, or no bands if too short
+    mesh = sharding.make_mesh(spec.devices, phase.batch, shape)
+    if shape not in replicated:
+      replicated[shape] = sharding.replicate((params, weights), mesh)
+    shared = replicated[shape]
     if resume is not None:
       stage = resume.stage_as_saved(g, stage)
     loss_fn, terms_fn = _loss_fns(stage.tile, mesh, tuple(sorted(spec.vgg_options.items())))

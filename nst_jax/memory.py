@@ -26,8 +26,9 @@ per device from its size, batch, layers and options:
 the accelerator's allocator limit, or on CPU 40% of the available RAM; with
 several processes the smallest of theirs, so that all make the same plan)
 and picks the tile: none when the whole image fits; else, for each L-BFGS
-history from the one asked for down to 3, the largest tile that fits, and of
-those the one with the least estimated time (:func:`time_factor`: the
+history from the one asked for down to 3, the tile of least estimated time
+among those that fit, and of those histories the one with the least estimated
+time (:func:`time_factor`: the
 windows' pixels, the measured tiled overhead, the measured extra steps of a
 shorter history; logged with the alternatives), a shorter history with a
 warning; if nothing fits, it refuses the run with one line naming the
@@ -271,7 +272,8 @@ def plan_stage(hw, *, tile, limit: int, limit_source: str = '', name: str = 'sta
   """The stage's tile and L-BFGS history under ``limit`` bytes.
 
   Args:
-    tile: ``'auto'`` (untiled if it fits, else the largest tile that fits),
+    tile: ``'auto'`` (untiled if it fits, else the (tile, history) of least
+      estimated time that fits: :func:`_auto_fit`),
       ``0`` (never tile) or a tile side in pixels.
     limit, limit_source: from :func:`device_limit`.
     **kw: the rest of :func:`estimate`'s arguments.
@@ -291,7 +293,8 @@ def plan_stage(hw, *, tile, limit: int, limit_source: str = '', name: str = 'sta
     tiled = _auto_fit(hw, limit, lbfgs_memory, kw)
     shorter = (f', L-BFGS m={tiled.lbfgs_memory}' if tiled and tiled.lbfgs_memory <
                lbfgs_memory else '')
-    hint = (f'--config.tile=auto (tiled: {tiled.total / GB:.1f} GB{shorter})' if tiled
+    how = 'tiled' if tiled and tiled.tile else 'untiled'
+    hint = (f'--config.tile=auto ({how}: {tiled.total / GB:.1f} GB{shorter})' if tiled
             else '--config.tile=auto')
     raise NSTError(f'{where} needs an estimated {untiled.total / GB:.1f} GB untiled, more '
                    f'than the {limit / GB:.1f} GB limit ({limit_source}); use {hint}, or '
@@ -314,10 +317,11 @@ def plan_stage(hw, *, tile, limit: int, limit_source: str = '', name: str = 'sta
       log.info('%s: tile %d, L-BFGS m=%d, the least estimated time (%s)', where, fit.tile,
                fit.lbfgs_memory, fit.why)
     if fit.lbfgs_memory < lbfgs_memory:
+      fits_asked = f' m={lbfgs_memory} ' in fit.why      # it was one of the choices
       log.warning('%s: L-BFGS history shortened from %d to %d (%s; %.1f GB, %s)',
                   where, lbfgs_memory, fit.lbfgs_memory,
-                  'faster by the estimate' if _first_fit(hw, limit, lbfgs_memory, kw)
-                  else 'to fit', limit / GB, limit_source)
+                  'faster by the estimate' if fits_asked else 'to fit', limit / GB,
+                  limit_source)
     return fit
   histories = _histories(lbfgs_memory, kw)
   lbfgs = kw.get('optimizer', 'lbfgs') == 'lbfgs'
@@ -338,26 +342,55 @@ def _histories(lbfgs_memory: int, kw) -> list[int]:
 
 def _auto_fit(hw, limit, lbfgs_memory, kw) -> StageMemory | None:
   """``tile='auto'``'s choice when the stage does not fit untiled: for each
-  history (longest first) the largest tile that fits, then the one with the
-  least estimated time (:func:`time_factor`); None if nothing fits."""
-  fits = [f for f in (_first_fit(hw, limit, m, kw) for m in _histories(lbfgs_memory, kw))
-          if f is not None]
-  if not fits:
+  history (longest first) the tile of least estimated time among those that
+  fit (:func:`time_factor`; the largest that fits is not always it: tiles of
+  the same count are as many full windows), then the history of least time
+  (ties: the longer one); None if nothing fits. A history longer than the
+  measured ones (``HISTORY_TIME_FACTOR``) is only shortened to fit."""
+  optimizer = kw.get('optimizer', 'lbfgs')
+  candidates = _tile_candidates(hw, kw['layers'])
+  timed = []
+  for m in _histories(lbfgs_memory, kw):
+    first = _first_fit_index(hw, limit, m, kw, candidates)
+    if first is None:
+      continue
+    tile = min(candidates[first:], key=lambda t: time_factor(hw, t, m, lbfgs_memory,
+                                                              kw['layers'], optimizer))
+    fit = estimate(hw, tile=tile, lbfgs_memory=m, **kw)
+    timed.append(fit._replace(time=time_factor(hw, fit.tile, m, lbfgs_memory, kw['layers'],
+                                               optimizer)))
+    if lbfgs_memory > max(HISTORY_TIME_FACTOR):   # not measured: the longest that fits
+      break
+  if not timed:
     return None
-  timed = [f._replace(time=time_factor(hw, f.tile, f.lbfgs_memory, lbfgs_memory,
-                                       kw['layers'], kw.get('optimizer', 'lbfgs')))
-           for f in fits]
   best = min(timed, key=lambda f: f.time)
   why = ', '.join(f'tile {f.tile} m={f.lbfgs_memory} {f.time:.2f}x' for f in timed)
   return best._replace(why=f'est. time over untiled: {why}' if len(timed) > 1 else '')
 
 
+def _first_fit_index(hw, limit, lbfgs_memory, kw, candidates) -> int | None:
+  """Index of the largest tile in ``candidates`` (largest first) that fits;
+  bisection, as the estimate grows with the tile."""
+  fits = lambda i: estimate(hw, tile=candidates[i], lbfgs_memory=lbfgs_memory,
+                            **kw).total <= limit
+  lo, hi = 0, len(candidates) - 1
+  if not fits(hi):
+    return None
+  while lo < hi:
+    mid = (lo + hi) // 2
+    if fits(mid):
+      hi = mid
+    else:
+      lo = mid + 1
+  return lo
+
+
 def _first_fit(hw, limit, lbfgs_memory, kw) -> StageMemory | None:
-  for t in _tile_candidates(hw, kw['layers']):
-    m = estimate(hw, tile=t, lbfgs_memory=lbfgs_memory, **kw)
-    if m.total <= limit:
-      return m
-  return None
+  """The largest tile that fits with ``lbfgs_memory``, or None."""
+  candidates = _tile_candidates(hw, kw['layers'])
+  i = _first_fit_index(hw, limit, lbfgs_memory, kw, candidates)
+  return None if i is None else estimate(hw, tile=candidates[i], lbfgs_memory=lbfgs_memory,
+                                         **kw)
 
 
 def is_cpu() -> bool:

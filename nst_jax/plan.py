@@ -47,6 +47,7 @@ import logging
 import math
 import os
 
+import jax
 
 from nst_jax import color
 from nst_jax import config as config_lib
@@ -55,6 +56,7 @@ from nst_jax import memory
 from nst_jax import poster as poster_lib
 from nst_jax import sharding
 from nst_jax import vgg
+from nst_jax.errors import NSTError
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,33 @@ class StagePlan:
   tile: int = 0                    # tiled evaluation's tile side; 0 = untiled
   lbfgs_memory: int = 10           # L-BFGS history (the memory plan may shorten it)
   memory: object = None            # memory.StageMemory: the estimate behind tile
+  mesh_shape: tuple | None = None  # (b, h) when not the phase's: too short for bands
+
+
+def stage_mesh(phase, stage: StagePlan) -> tuple[int, int]:
+  """The (b, h) mesh a stage of ``phase`` runs on."""
+  return stage.mesh_shape or phase.mesh_shape
+
+
+def _unbanded(phase, stage: StagePlan, name: str):
+  """``None``, or the mesh without bands for a stage too short for them
+  (``sharding.MIN_BAND_FEATURE_ROWS``): the images over the devices where the
+  batch allows (b = gcd(batch, devices)), else one device per image."""
+  b, h = phase.mesh_shape
+  layers = (*phase.loss.content_layer_weights, *phase.loss.style_layer_weights)
+  stride = max(vgg.layer_stride(l) for l in layers)
+  if h == 1 or sharding.bands_fit([stage.hw[0]], stride):
+    return None
+  rows = sharding.MIN_BAND_FEATURE_ROWS * stride
+  if jax.process_count() > 1:
+    raise NSTError(f'{name} ({stage.hw[1]}x{stage.hw[0]} px) is too short for bands of rows '
+                   f'over {b * h} devices of {jax.process_count()} processes (at least '
+                   f'{rows} rows: XLA computed wrong values for thinner bands); use larger '
+                   'sizes or one process')
+  shape = (math.gcd(phase.batch, b * h), 1)
+  log.info('%s (%dx%d px): fewer than %d rows, no bands: mesh b=%d x h=1', name,
+           stage.hw[1], stage.hw[0], rows, shape[0])
+  return shape
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,23 +258,6 @@ def stage_sizes(spec, hw, row_multiple: int = 1) -> list[StagePlan]:
   return out
 
 
-def _banded_stages(spec, hw, meshes: dict, loss) -> tuple[dict, tuple]:
-  """The stages of images of size ``hw`` for phases on ``meshes`` ({batch:
-  (b, h)}): rows rounded to every mesh's bands, or no bands (h = 1) if a
-  stage would be too short for them (``sharding.MIN_BAND_FEATURE_ROWS``)."""
-  rows = math.lcm(*(h for _, h in meshes.values()))
-  stages = tuple(stage_sizes(spec, hw, rows))
-  layers = (*loss.content_layer_weights, *loss.style_layer_weights)
-  stride = max(vgg.layer_stride(l) for l in layers)
-  if rows > 1 and not sharding.bands_fit([s.hw[0] for s in stages], stride):
-    logging.info('images %dx%d px: stages too short for bands over %d devices '
-                 '(< %d rows at the deepest layer); each image on one device',
-                 hw[1], hw[0], rows, sharding.MIN_BAND_FEATURE_ROWS)
-    meshes = {k: (b, 1) for k, (b, _) in meshes.items()}
-    stages = tuple(stage_sizes(spec, hw, 1))
-  return meshes, stages
-
-
 def _scale_mix_phase(spec, max_pixels) -> Phase:
   mix = spec.scale_mix
   coarse = _source(mix.coarse, 'scale_coarse_style', MIXED_STYLE, max_pixels)
@@ -257,9 +269,6 @@ def _scale_mix_phase(spec, max_pixels) -> Phase:
       tv_weight=0.0, statistic='gram', global_style_weight=1.0, style_statistic='gram')
   b, h = sharding.mesh_shape(spec.devices, 1)
   hw = image_io.fit_long_side(coarse.hw, mix.size)
-  if h > 1 and not sharding.bands_fit(
-      [_band_rows(hw[0], h)], max(vgg.layer_stride(l) for l in mix.layers)):
-    h = 1
   hw = (_band_rows(hw[0], h), hw[1])
   return Phase('scale_mix', (coarse,), (fine,), loss, None,
                (StagePlan(hw, mix.steps, mix.size),), 'content',
@@ -276,16 +285,18 @@ def _memory_plan(spec, phase: Phase, limit: tuple[int, str], first: int, total: 
       s.hw[0] * s.hw[1] for s in phase.styles if isinstance(s, Source))
   stages = []
   for k, s in enumerate(phase.stages):
+    name = f'stage {first + k + 1}/{total}'
+    s = dataclasses.replace(s, mesh_shape=_unbanded(phase, s, name))
     m = memory.plan_stage(
         s.hw, tile=spec.tile, limit=limit[0], limit_source=limit[1],
-        name=f'stage {first + k + 1}/{total}', lbfgs_memory=spec.lbfgs_memory,
+        name=name, lbfgs_memory=spec.lbfgs_memory,
         batch=phase.batch, channels=phase.channels, layers=layers,
         content_layers=tuple(loss.content_layer_weights), optimizer=spec.optimizer,
         average=bool(spec.average_decay),
         activation_dtype=spec.activation_dtype,
         regions=phase.guidance.regions if phase.guidance else 0,
         temporal=phase.temporal_terms,
-        mesh_shape=phase.mesh_shape, source_pixels=sources, cpu=memory.is_cpu())
+        mesh_shape=stage_mesh(phase, s), source_pixels=sources, cpu=memory.is_cpu())
     stages.append(dataclasses.replace(s, tile=m.tile, lbfgs_memory=m.lbfgs_memory,
                                       memory=m))
   return dataclasses.replace(phase, stages=tuple(stages))
@@ -329,13 +340,11 @@ def _phases(spec) -> list[Phase]:
   for members in groups.values():
     for start in range(0, len(members), size):
       batch = tuple(members[start:start + size])
-      meshes, stages = _banded_stages(
-          spec, batch[0].hw, {len(batch): sharding.mesh_shape(spec.devices, len(batch))},
-          spec.loss)
+      b, h = sharding.mesh_shape(spec.devices, len(batch))
       phases.append(Phase(
           'transfer', batch, tuple(styles), spec.loss, spec.guidance,
-          stages, spec.init, spec.color_control,
-          spec.histogram_mode, meshes[len(batch)]))
+          tuple(stage_sizes(spec, batch[0].hw, h)), spec.init, spec.color_control,
+          spec.histogram_mode, (b, h)))
   return phases
 
 
@@ -343,9 +352,8 @@ def _frame_phases(spec, frames, styles, first: int) -> list[Phase]:
   """A clip's phases: frame 0 as a still, each later one a final-size stage
   from the warped previous result with the temporal loss (module docstring)."""
   v = spec.video
-  meshes, stages = _banded_stages(spec, frames[0].hw, {1: sharding.mesh_shape(spec.devices, 1)},
-                                  spec.loss)
-  b, h = meshes[1]
+  b, h = sharding.mesh_shape(spec.devices, 1)
+  stages = tuple(stage_sizes(spec, frames[0].hw, h))
   later = (dataclasses.replace(stages[-1], steps=v.frame_steps),)
   # The warped init needs frame t-1 whatever the loss uses; the temporal term
   # (if temporal_weight > 0) takes the distances in temporal_frames.
@@ -379,8 +387,8 @@ def _pass_phases(spec, frames, styles, first: int) -> list[Phase]:
   batches = [b for ks in order for b in cut(ks)]
   meshes = {len(b): sharding.mesh_shape(spec.devices, len(b))
             for b in batches + cut(list(range(n)))}
-  # one frame size for every batch
-  meshes, stages = _banded_stages(spec, frames[0].hw, meshes, spec.loss)
+  rows = math.lcm(*(h for _, h in meshes.values()))   # one frame size for every batch
+  stages = tuple(stage_sizes(spec, frames[0].hw, rows))
   later = (dataclasses.replace(stages[-1], steps=v.pass_steps),)
   latest = {}                                  # frame -> Earlier of its newest result
   phases = []
@@ -440,6 +448,8 @@ def describe(plan: Plan) -> str:
     for s in p.stages:
       k += 1
       mp = s.hw[0] * s.hw[1] / 1e6
+      mesh = (f'mesh b={s.mesh_shape[0]} x h={s.mesh_shape[1]} (too short for bands), '
+              if s.mesh_shape else '')
       lines.append(f'  stage {k}: {s.hw[1]}x{s.hw[0]} ({mp:.2f} MP), {s.steps} steps, '
-                   + (s.memory.describe() if s.memory else ''))
+                   + mesh + (s.memory.describe() if s.memory else ''))
   return '\n'.join(lines)

@@ -14,6 +14,16 @@ import nst_jax  # noqa: E402
 from nst_jax import config as cl, image_io, objective, optim, sharding  # noqa: E402
 
 
+def folder_of_two():
+  """Two photos of one size (a batch of 2)."""
+  folder = os.path.join(os.environ['WORK'], 'photos')
+  os.makedirs(folder, exist_ok=True)
+  cat = image_io.load_image(cl.asset('chelsea.png'))
+  image_io.save_image(os.path.join(folder, 'a.png'), cat)
+  image_io.save_image(os.path.join(folder, 'b.png'), cat[:, ::-1])
+  return folder
+
+
 def main():
   params = nst_jax.load_vgg19()
   content = image_io.resize(image_io.load_image(cl.asset('chelsea.png')), (64, 96))
@@ -41,7 +51,15 @@ def main():
   single = nst_jax.stylize(cl.asset('chelsea.png'), cl.asset('starry_night.jpg'), devices=1, **kw)
   multi = nst_jax.stylize(cl.asset('chelsea.png'), cl.asset('starry_night.jpg'), devices=0, **kw)
   # Too short for bands (relu5_1 maps of 2 rows: sharding.MIN_BAND_FEATURE_ROWS):
-  # the plan keeps the image on one device, so the result is the same bits.
+  # the plan keeps such a stage off the bands (per stage: a later, taller one
+  # has them), so this one-stage run is one device's, the same bits.
+  from nst_jax import api, plan as plan_lib
+  def stage_meshes(**over):
+    over.setdefault('steps', (1,) * len(over['sizes']))
+    p = plan_lib.make_plan(cl.validate(api.make_config(devices=0, **over)))
+    return [[list(plan_lib.stage_mesh(ph, st)) for st in ph.stages] for ph in p.phases]
+  planned = {'tall': stage_meshes(sizes=(96,)), 'two_stages': stage_meshes(sizes=(48, 96)),
+             'short_batch': stage_meshes(sizes=(48,), content=folder_of_two())}
   short_kw = dict(kw, sizes=(48,), steps=(3,))
   short_single = nst_jax.stylize(cl.asset('chelsea.png'), cl.asset('starry_night.jpg'),
                                  devices=1, **short_kw)
@@ -91,6 +109,7 @@ def main():
       'run_max_diff': float(np.abs(single - multi).max()),
       'run_mean_diff': float(np.abs(single - multi).mean()),
       'run_shape': list(multi.shape),
+      'planned_meshes': planned,
       'short_shape': list(short_multi.shape),
       'short_equal': bool(np.array_equal(short_single, short_multi)),
       'meshes': meshes,

@@ -54,38 +54,48 @@ def test_plan_tiles_only_when_needed():
   assert memory.plan_stage((512, 512), tile='auto', limit=100 * GB, **_plan()).tile == 0
   m = memory.plan_stage((4096, 4096), tile='auto', limit=8 * GB, **_plan())
   assert m.tile > 0 and m.total <= 8 * GB
-  # The largest tile that fits with its history: the next larger candidate does not.
-  bigger = memory.estimate((4096, 4096), tile=m.tile + 16, lbfgs_memory=m.lbfgs_memory,
-                           **_plan())
-  assert bigger.total > 8 * GB
   # More memory, larger tiles.
   assert memory.plan_stage((4096, 4096), tile='auto', limit=16 * GB, **_plan()).tile > m.tile
 
 
 def test_plan_chooses_the_least_estimated_time():
   """Brute force over every (tile, history) that fits: the plan's choice has
-  the least estimated time, and that estimate is the model's (windows'
-  pixels x TILED_TIME_FACTOR x the history's factor)."""
+  the least estimated time, and that estimate is the model's (tiles x full
+  windows' pixels x TILED_TIME_FACTOR x the history's factor), computed here
+  from the tiling's geometry."""
   hw, limit = (4096, 4096), 8 * GB
   m = memory.plan_stage(hw, tile='auto', limit=limit, **_plan())
-  best = None
+  halo, align = tiling.halo_and_align(LAYERS)
+  best, largest = None, {}
   for h in range(10, 2, -1):
     for t in memory._tile_candidates(hw, LAYERS):
-      e = memory.estimate(hw, tile=t, lbfgs_memory=h, **_plan())
-      if e.total <= limit:
-        tl = tiling.make_tiling(hw, t, LAYERS)
-        cost = (tl.count * tl.window_pixels / (hw[0] * hw[1]) * memory.TILED_TIME_FACTOR
-                * memory.history_time_factor(h))
-        if best is None or cost < best[0] - 1e-9:
-          best = (cost, t, h)
-        break                                   # smaller tiles only cost more
-  assert (m.tile, m.lbfgs_memory) == best[1:] and m.time == pytest.approx(best[0])
-  assert m.why.count('tile ') == 8               # every history's best fit, logged
+      if memory.estimate(hw, tile=t, lbfgs_memory=h, **_plan()).total > limit:
+        continue
+      largest.setdefault(h, t)
+      n = -(-hw[0] // t)                          # tiles per axis
+      window = t + 2 * halo + hw[0] % align
+      cost = n * n * window ** 2 / (hw[0] * hw[1]) * memory.TILED_TIME_FACTOR \
+          * memory.history_time_factor(h)
+      if best is None or cost < best[0] - 1e-9:
+        best = (cost, h)
+  assert m.lbfgs_memory == best[1] and m.time == pytest.approx(best[0])
+  assert m.total <= limit
+  # Not simply the largest tile that fits: tiles of the same count cost as
+  # many full windows, so a smaller one with that count is faster.
+  assert m.tile < largest[m.lbfgs_memory]
+  assert m.why.count(' m=') == 8                 # every history's best, logged
   # The history factors are measured (>= 1, shorter is never faster per loss).
   assert all(memory.history_time_factor(h) >= memory.history_time_factor(h + 1) >= 1
              for h in range(3, 12))
   # Untiled beats any tile whenever it fits.
   assert memory.plan_stage(hw, tile='auto', limit=100 * GB, **_plan()).time == 1.0
+
+
+def test_plan_shortens_an_unmeasured_history_only_to_fit():
+  # m = 20 is longer than any measured history factor: kept if it fits at all.
+  m = memory.plan_stage((4096, 4096), tile='auto', limit=12 * GB, lbfgs_memory=20,
+                        **_plan())
+  assert m.lbfgs_memory == 20
 
 
 def test_plan_shortens_lbfgs_history_then_refuses(caplog):

@@ -216,3 +216,16 @@ def test_an_error_on_one_process_stops_the_other_at_once(tmp_path, vgg_params):
   assert procs[0].returncode == 3, outs[0][1][-2000:]
   assert outs[0][1].strip().splitlines()[-1].startswith(
       'error: process 1 of 2 stopped: workdir '), outs[0][1][-2000:]
+
+
+def test_a_stage_too_short_for_bands_is_refused_on_every_process(tmp_path):
+  """A 32-row first stage over 4 devices in bands: one device per image is
+  not possible across processes, so both stop with the same one line
+  (sharding.MIN_BAND_FEATURE_ROWS), before anything runs."""
+  procs = _start_pair((tmp_path / 'w0', tmp_path / 'w1'), '--config.sizes=48,96')
+  outs = [p.communicate(timeout=120) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 2, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith(
+        'error: stage 1/2 (48x32 px) is too short for bands of rows over 4 devices of 2 '
+        'processes'), err[-2000:]

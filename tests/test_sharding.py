@@ -52,6 +52,11 @@ def test_spatial_sharding_matches_single_device(vgg_params, tmp_path):
   # maps (2 rows) came out wrong inside XLA's loops (loss 12143 vs 98 at
   # 32x48 on 8 devices; sharding.MIN_BAND_FEATURE_ROWS).
   assert res['short_shape'] == [32, 48, 3] and res['short_equal'], res
+  # The plan, per stage: 64 rows (4 at relu5_1) in bands over all 8; a 32-row
+  # first stage off the bands, its 64-row second stage on them; a batch of
+  # two short images one per device (b = 2, no bands).
+  assert res['planned_meshes'] == {'tall': [[[1, 8]]], 'two_stages': [[[1, 1], [1, 8]]],
+                                   'short_batch': [[[2, 1]]]}, res
   # Tiled evaluation with the tiles shared by the 8 devices: the same loss,
   # gradient and result as one device untiled.
   assert res['tiled_tiles'] > 8
