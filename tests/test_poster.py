@@ -26,7 +26,11 @@ def test_paper_sizes_and_fit():
 
 def test_schedule_doubles_and_thins_steps():
   assert poster.schedule(4961) == [(512, 300), (1024, 150), (2048, 75), (4096, 50), (4961, 50)]
-  assert poster.schedule(1100) == [(512, 300), (1100, 150)]    # no 1024 -> 1100 step
+  # no 1024 -> 1100 step; the top stage of several gets 2/3 of its halving
+  # schedule's steps (poster.TOP_STAGE_SHARE), at least 50
+  assert poster.schedule(1100) == [(512, 300), (1100, 100)]
+  assert poster.schedule(1753) == [(512, 300), (1024, 150), (1753, 50)]
+  assert poster.schedule(2480) == [(512, 300), (1024, 150), (2048, 75), (2480, 50)]
   assert poster.schedule(300) == [(300, 300)]
 
 
