@@ -317,7 +317,7 @@ def plan_stage(hw, *, tile, limit: int, limit_source: str = '', name: str = 'sta
       log.info('%s: tile %d, L-BFGS m=%d, the least estimated time (%s)', where, fit.tile,
                fit.lbfgs_memory, fit.why)
     if fit.lbfgs_memory < lbfgs_memory:
-      fits_asked = f' m={lbfgs_memory} ' in fit.why      # it was one of the choices
+      fits_asked = _first_fit(hw, limit, lbfgs_memory, kw) is not None
       log.warning('%s: L-BFGS history shortened from %d to %d (%s; %.1f GB, %s)',
                   where, lbfgs_memory, fit.lbfgs_memory,
                   'faster by the estimate' if fits_asked else 'to fit', limit / GB,
